@@ -1,0 +1,148 @@
+// CPU kernels of relax_from_labels and relax_from_logits: per tile, regenerate the Gumbel noise,
+// form z = (a + g) / tau, and write y = z - logsumexp(z) per field. The class logits of hard labels
+// are formed on the fly (0 for the true class, log(eps) otherwise): no one-hot is ever stored.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include <cmath>
+
+#include "ops/cpu/tile.h"
+#include "ops/relax.h"
+
+namespace gnsm {
+namespace cpu {
+namespace {
+
+// Writes y for one tile given z in a [C][kTile] buffer.
+template <typename out_t, typename acc_t>
+void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
+  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+  acc_t lse[kTile];
+  for (int64_t j = 0; j < layout.num_fields(); ++j) {
+    const int64_t o = layout.offsets[j], K = layout.sizes[j];
+    field_lse(z + o * kTile, K, t.n, lse);
+    for (int64_t k = 0; k < K; ++k) {
+      const acc_t* zk = z + (o + k) * kTile;
+      out_t* yk = y + base + (o + k) * cs;
+      for (int64_t i = 0; i < t.n; ++i) yk[i * ls] = static_cast<out_t>(zk[i] - lse[i]);
+    }
+  }
+}
+
+template <typename label_t, typename out_t>
+void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const RelaxArgs& args, double eps,
+                       at::Tensor& y) {
+  using acc_t = at::opmath_type<out_t>;
+  const Dims& d = args.dims;
+  const FieldLayout& layout = args.layout;
+  const int64_t J = layout.num_fields();
+  const label_t* lab = labels.data_ptr<label_t>();
+  const at::Tensor tau_acc = tau_as<acc_t>(tau);
+  const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+  out_t* y_p = y.data_ptr<out_t>();
+  const acc_t log_eps = static_cast<acc_t>(std::log(eps));
+  for_each_tile(d, [&](const Tile& t) {
+    std::vector<float> g(d.channels * kTile);
+    std::vector<acc_t> z(d.channels * kTile);
+    acc_t tau_l[kTile], inv_tau[kTile];
+    lane_tau(t, tau_p, tau_l, inv_tau);
+    fill_gumbel(t, d, args.seed, args.offset, g.data());
+    for (int64_t j = 0; j < J; ++j) {
+      const int64_t o = layout.offsets[j], K = layout.sizes[j];
+      int64_t label[kTile];
+      for (int64_t i = 0; i < t.n; ++i) {
+        label[i] = static_cast<int64_t>(lab[t.pos_index(i, j, J, d.spatial)]);
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        const float* gk = g.data() + (o + k) * kTile;
+        acc_t* zk = z.data() + (o + k) * kTile;
+        for (int64_t i = 0; i < t.n; ++i) {
+          zk[i] = (math::label_logit<acc_t>(label[i], k, log_eps) + static_cast<acc_t>(gk[i])) * inv_tau[i];
+        }
+      }
+    }
+    write_relaxed(t, d, layout, z.data(), y_p);
+  });
+}
+
+template <typename in_t, typename out_t>
+void relax_logits_impl(const at::Tensor& logits, const at::Tensor& tau, const RelaxArgs& args, at::Tensor& y) {
+  using acc_t = at::opmath_type<out_t>;
+  const Dims& d = args.dims;
+  const in_t* a_p = logits.data_ptr<in_t>();
+  const at::Tensor tau_acc = tau_as<acc_t>(tau);
+  const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+  out_t* y_p = y.data_ptr<out_t>();
+  for_each_tile(d, [&](const Tile& t) {
+    std::vector<float> g(d.channels * kTile);
+    std::vector<acc_t> z(d.channels * kTile);
+    acc_t tau_l[kTile], inv_tau[kTile];
+    lane_tau(t, tau_p, tau_l, inv_tau);
+    fill_gumbel(t, d, args.seed, args.offset, g.data());
+    const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+    for (int64_t c = 0; c < d.channels; ++c) {
+      const in_t* ac = a_p + base + c * cs;
+      const float* gc = g.data() + c * kTile;
+      acc_t* zc = z.data() + c * kTile;
+      for (int64_t i = 0; i < t.n; ++i) {
+        zc[i] = (static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i])) * inv_tau[i];
+      }
+    }
+    write_relaxed(t, d, args.layout, z.data(), y_p);
+  });
+}
+
+at::Tensor relax_from_labels_cpu(const at::Tensor& labels_in, at::IntArrayRef field_sizes, const at::Tensor& tau,
+                                 const at::Tensor& rng_state, double eps, at::ScalarType dtype) {
+  RelaxArgs args = check_relax_from_labels(labels_in, field_sizes, tau, rng_state, eps, dtype);
+  read_state(rng_state, &args.seed, &args.offset);
+  const at::Tensor labels = labels_in.contiguous();
+  at::Tensor y = at::empty(relaxed_shape(labels, args.layout.channels), labels.options().dtype(dtype));
+  AT_DISPATCH_SWITCH(labels.scalar_type(), "relax_from_labels_cpu",
+      AT_DISPATCH_CASE(at::kByte, [&] {
+        using label_t = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "relax_from_labels_cpu_out",
+                                        [&] { relax_labels_impl<label_t, scalar_t>(labels, tau, args, eps, y); });
+      })
+      AT_DISPATCH_CASE(at::kShort, [&] {
+        using label_t = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "relax_from_labels_cpu_out",
+                                        [&] { relax_labels_impl<label_t, scalar_t>(labels, tau, args, eps, y); });
+      })
+      AT_DISPATCH_CASE(at::kInt, [&] {
+        using label_t = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "relax_from_labels_cpu_out",
+                                        [&] { relax_labels_impl<label_t, scalar_t>(labels, tau, args, eps, y); });
+      })
+      AT_DISPATCH_CASE(at::kLong, [&] {
+        using label_t = scalar_t;
+        AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "relax_from_labels_cpu_out",
+                                        [&] { relax_labels_impl<label_t, scalar_t>(labels, tau, args, eps, y); });
+      }));
+  return y;
+}
+
+at::Tensor relax_from_logits_cpu(const at::Tensor& logits_in, at::IntArrayRef field_sizes, const at::Tensor& tau,
+                                 const at::Tensor& rng_state, at::ScalarType dtype) {
+  RelaxArgs args = check_relax_from_logits(logits_in, field_sizes, tau, rng_state, dtype);
+  read_state(rng_state, &args.seed, &args.offset);
+  const at::Tensor logits = logits_in.contiguous();
+  at::Tensor y = at::empty(logits.sizes(), logits.options().dtype(dtype));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(), "relax_from_logits_cpu", [&] {
+    using in_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "relax_from_logits_cpu_out",
+                                    [&] { relax_logits_impl<in_t, scalar_t>(logits, tau, args, y); });
+  });
+  return y;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gnsm, CPU, m) {
+  m.impl("relax_from_labels", &relax_from_labels_cpu);
+  m.impl("relax_from_logits", &relax_from_logits_cpu);
+}
+
+}  // namespace cpu
+}  // namespace gnsm

@@ -1,0 +1,160 @@
+// CPU kernels of the fused score-matching loss and its backward (DESIGN 1.4). Per tile and field:
+// regenerate g, form q = softmax(-g) and p = softmax(l), then
+//   kl : loss = sum_k q_k (log q_k - log p_k),          dloss/dl = p - q
+//   mse: loss = 0.5 tau^2 K^2 sum_k (p_k - q_k)^2,      dloss/dl_m = tau^2 K^2 p_m (d_m - sum_k d_k p_k), d = p - q
+// The forward writes the per-position loss (B, J, S) and reduces it; the backward writes only grad_l,
+// scaled by the incoming gradient (per position for reduction "none").
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include "ops/cpu/tile.h"
+#include "ops/score_matching_loss.h"
+
+namespace gnsm {
+namespace cpu {
+namespace {
+
+// One tile: per-position loss into loss_p (if not null) and gradient into grad_p (if not null) with
+// per-position weights w (w_scalar when w_pos is null).
+template <typename in_t>
+void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
+               const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
+               const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
+  using acc_t = at::opmath_type<in_t>;
+  const Dims& d = args.dims;
+  const int64_t J = args.layout.num_fields();
+  std::vector<float> g(d.channels * kTile);
+  std::vector<acc_t> lq(d.channels * kTile), lp(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], lse_q[kTile], lse_p[kTile], acc[kTile], w[kTile];
+  lane_tau(t, tau_p, tau_l, inv_tau);
+  fill_gumbel(t, d, seed, offset, g.data());
+  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+  for (int64_t c = 0; c < d.channels; ++c) {
+    for (int64_t i = 0; i < t.n; ++i) {
+      lq[c * kTile + i] = -static_cast<acc_t>(g[c * kTile + i]);
+      lp[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
+    }
+  }
+  for (int64_t j = 0; j < J; ++j) {
+    const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
+    acc_t* q = lq.data() + o * kTile;  // becomes log q, then q
+    acc_t* p = lp.data() + o * kTile;  // becomes log p, then p
+    field_lse(q, K, t.n, lse_q);
+    field_lse(p, K, t.n, lse_p);
+    for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
+    const acc_t kk = static_cast<acc_t>(K);
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t i = 0; i < t.n; ++i) {
+        const acc_t log_q = q[k * kTile + i] - lse_q[i];
+        const acc_t log_p = p[k * kTile + i] - lse_p[i];
+        const acc_t qk = math::fast_exp(log_q), pk = math::fast_exp(log_p);
+        if (args.kl) {
+          acc[i] += qk * (log_q - log_p);
+        } else {
+          acc[i] += (pk - qk) * (pk - qk);
+        }
+        q[k * kTile + i] = qk;
+        p[k * kTile + i] = pk;
+      }
+    }
+    if (!args.kl) {
+      for (int64_t i = 0; i < t.n; ++i) acc[i] *= acc_t(0.5) * tau_l[i] * tau_l[i] * kk * kk;
+    }
+    if (loss_p != nullptr) {
+      for (int64_t i = 0; i < t.n; ++i) loss_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
+    }
+    if (grad_p == nullptr) continue;
+    for (int64_t i = 0; i < t.n; ++i) w[i] = w_pos ? w_pos[t.pos_index(i, j, J, d.spatial)] : w_scalar;
+    if (args.kl) {
+      for (int64_t k = 0; k < K; ++k) {
+        in_t* gk = grad_p + base + (o + k) * cs;
+        for (int64_t i = 0; i < t.n; ++i) {
+          gk[i * ls] = static_cast<in_t>(w[i] * (p[k * kTile + i] - q[k * kTile + i]));
+        }
+      }
+    } else {
+      acc_t dp[kTile];
+      for (int64_t i = 0; i < t.n; ++i) dp[i] = acc_t(0);
+      for (int64_t k = 0; k < K; ++k) {
+        for (int64_t i = 0; i < t.n; ++i) dp[i] += (p[k * kTile + i] - q[k * kTile + i]) * p[k * kTile + i];
+      }
+      for (int64_t k = 0; k < K; ++k) {
+        in_t* gk = grad_p + base + (o + k) * cs;
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t pm = p[k * kTile + i];
+          const acc_t scale = w[i] * tau_l[i] * tau_l[i] * kk * kk;
+          gk[i * ls] = static_cast<in_t>(scale * pm * ((pm - q[k * kTile + i]) - dp[i]));
+        }
+      }
+    }
+  }
+}
+
+at::Tensor score_matching_loss_cpu(const at::Tensor& output_in, const at::Tensor& rng_state,
+                                   at::IntArrayRef field_sizes, const at::Tensor& tau, c10::string_view kind,
+                                   c10::string_view reduction) {
+  const LossArgs args = check_score_matching_loss(output_in, rng_state, field_sizes, tau, kind, reduction);
+  uint64_t seed, offset;
+  read_state(rng_state, &seed, &offset);
+  const at::Tensor output = output_in.contiguous();
+  const auto acc_type = output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor per_pos = at::empty(per_position_shape(output, args.layout.num_fields()), output.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "score_matching_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor tau_acc = tau_as<acc_t>(tau);
+    const scalar_t* l_p = output.data_ptr<scalar_t>();
+    const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+    acc_t* loss_p = per_pos.data_ptr<acc_t>();
+    for_each_tile(args.dims, [&](const Tile& t) {
+      loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
+    });
+  });
+  if (args.reduction == kReduceNone) return per_pos;
+  // Sum in float64 so large volumes do not lose the small per-position terms.
+  at::Tensor total = per_pos.sum(at::kDouble);
+  if (args.reduction == kReduceMean) total = total / static_cast<double>(std::max<int64_t>(args.dims.batch, 1));
+  return total.to(acc_type);
+}
+
+at::Tensor score_matching_loss_backward_cpu(const at::Tensor& grad_in, const at::Tensor& output_in,
+                                            const at::Tensor& rng_state, at::IntArrayRef field_sizes,
+                                            const at::Tensor& tau, c10::string_view kind,
+                                            c10::string_view reduction) {
+  const LossArgs args =
+      check_score_matching_loss_backward(grad_in, output_in, rng_state, field_sizes, tau, kind, reduction);
+  uint64_t seed, offset;
+  read_state(rng_state, &seed, &offset);
+  const at::Tensor output = output_in.contiguous();
+  at::Tensor grad_l = at::empty(output.sizes(), output.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "score_matching_loss_bwd_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor tau_acc = tau_as<acc_t>(tau);
+    const scalar_t* l_p = output.data_ptr<scalar_t>();
+    const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+    scalar_t* g_p = grad_l.data_ptr<scalar_t>();
+    at::Tensor w_pos;
+    acc_t w_scalar = acc_t(0);
+    if (args.reduction == kReduceNone) {
+      w_pos = grad_in.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+    } else {
+      w_scalar = static_cast<acc_t>(grad_in.item<double>());
+      if (args.reduction == kReduceMean) w_scalar /= static_cast<acc_t>(std::max<int64_t>(args.dims.batch, 1));
+    }
+    const acc_t* w_p = w_pos.defined() ? w_pos.data_ptr<acc_t>() : nullptr;
+    for_each_tile(args.dims, [&](const Tile& t) {
+      loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
+    });
+  });
+  return grad_l;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gnsm, CPU, m) {
+  m.impl("score_matching_loss", &score_matching_loss_cpu);
+  m.impl("score_matching_loss_backward", &score_matching_loss_backward_cpu);
+}
+
+}  // namespace cpu
+}  // namespace gnsm

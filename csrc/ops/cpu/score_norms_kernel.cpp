@@ -1,0 +1,68 @@
+// CPU kernel of score_norms: per (field, position) sum over classes of s^2 with
+// s = tau (K softmax(l) - 1), then square roots; the per-record norm sums the squares first.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <torch/library.h>
+
+#include "ops/cpu/tile.h"
+#include "ops/score_norms.h"
+
+namespace gnsm {
+namespace cpu {
+namespace {
+
+template <typename in_t>
+void score_norms_impl(const at::Tensor& output, const at::Tensor& tau, const NormArgs& args, at::Tensor& sq) {
+  using acc_t = at::opmath_type<in_t>;
+  const Dims& d = args.dims;
+  const int64_t J = args.layout.num_fields();
+  const in_t* l_p = output.data_ptr<in_t>();
+  const at::Tensor tau_acc = tau_as<acc_t>(tau);
+  const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+  acc_t* sq_p = sq.data_ptr<acc_t>();
+  for_each_tile(d, [&](const Tile& t) {
+    std::vector<acc_t> l(d.channels * kTile);
+    acc_t tau_l[kTile], inv_tau[kTile], lse[kTile], acc[kTile];
+    lane_tau(t, tau_p, tau_l, inv_tau);
+    const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+    for (int64_t c = 0; c < d.channels; ++c) {
+      for (int64_t i = 0; i < t.n; ++i) l[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
+    }
+    for (int64_t j = 0; j < J; ++j) {
+      const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
+      field_lse(l.data() + o * kTile, K, t.n, lse);
+      for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
+      for (int64_t k = 0; k < K; ++k) {
+        const acc_t* lk = l.data() + (o + k) * kTile;
+        for (int64_t i = 0; i < t.n; ++i) {
+          const acc_t s = math::score_from_prob(math::fast_exp(lk[i] - lse[i]), static_cast<acc_t>(K), tau_l[i]);
+          acc[i] += s * s;
+        }
+      }
+      for (int64_t i = 0; i < t.n; ++i) sq_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> score_norms_cpu(const at::Tensor& output_in, at::IntArrayRef field_sizes,
+                                                   const at::Tensor& tau) {
+  NormArgs args = check_score_norms(output_in, field_sizes, tau);
+  const at::Tensor output = output_in.contiguous();
+  std::vector<int64_t> shape(output.sizes().begin(), output.sizes().end());
+  shape[1] = args.layout.num_fields();
+  const auto acc_type = output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor sq = at::empty(shape, output.options().dtype(acc_type));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "score_norms_cpu",
+                                  [&] { score_norms_impl<scalar_t>(output, tau, args, sq); });
+  at::Tensor per_record = sq.flatten(1).sum(1).sqrt_();
+  return {per_record, sq.sqrt_()};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(gnsm, CPU, m) {
+  m.impl("score_norms", &score_norms_cpu);
+}
+
+}  // namespace cpu
+}  // namespace gnsm

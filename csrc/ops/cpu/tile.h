@@ -1,0 +1,137 @@
+// CPU tiling shared by the CPU kernels: a tile is up to kTile positions processed together so the
+// inner loops run over positions (lanes) and vectorize. For spatial data (S > 1) a tile is kTile
+// consecutive positions of one record (contiguous in memory for every channel); for tabular data
+// (S == 1) a tile is kTile consecutive records. Tiles are independent and handed to
+// at::parallel_for; the random numbers depend only on element coordinates (see gnsm_math.h).
+#pragma once
+
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "utils/checks.h"
+#include "utils/gnsm_math.h"
+
+namespace gnsm {
+namespace cpu {
+
+constexpr int64_t kTile = 16;
+
+struct Tile {
+  int64_t b0 = 0;   // first record
+  int64_t s0 = 0;   // first spatial position
+  int64_t n = 0;    // lanes in use (<= kTile)
+  bool records = false;  // lanes are records (S == 1) rather than positions of record b0
+
+  // Element (lane i, channel c) of a (B, C, S) tensor is at base(C, S) + c * cstride(S) + i * lane_stride(C).
+  int64_t base(int64_t C, int64_t S) const { return records ? b0 * C : b0 * C * S + s0; }
+  int64_t cstride(int64_t S) const { return records ? 1 : S; }
+  int64_t lane_stride(int64_t C) const { return records ? C : 1; }
+  // Position (b, s) of lane i as a flat index into a (B, J, S) per-position tensor of field j.
+  int64_t pos_index(int64_t i, int64_t j, int64_t J, int64_t S) const {
+    return records ? (b0 + i) * J + j : (b0 * J + j) * S + s0 + i;
+  }
+  int64_t batch_of(int64_t i) const { return records ? b0 + i : b0; }
+};
+
+// Runs fn(tile) over all tiles of a (B, C, S) layout, in parallel; fn must be thread-safe.
+template <typename F>
+void for_each_tile(const Dims& d, F&& fn) {
+  if (d.batch == 0 || d.spatial == 0) return;
+  const int64_t work_per_tile = std::max<int64_t>(1, kTile * d.channels);
+  const int64_t grain = std::max<int64_t>(1, 32768 / work_per_tile);
+  if (d.spatial == 1) {
+    const int64_t ntiles = (d.batch + kTile - 1) / kTile;
+    at::parallel_for(0, ntiles, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        Tile tile;
+        tile.b0 = t * kTile;
+        tile.n = std::min(kTile, d.batch - tile.b0);
+        tile.records = true;
+        fn(tile);
+      }
+    });
+  } else {
+    const int64_t per_record = (d.spatial + kTile - 1) / kTile;
+    at::parallel_for(0, d.batch * per_record, grain, [&](int64_t lo, int64_t hi) {
+      for (int64_t t = lo; t < hi; ++t) {
+        Tile tile;
+        tile.b0 = t / per_record;
+        tile.s0 = (t % per_record) * kTile;
+        tile.n = std::min(kTile, d.spatial - tile.s0);
+        fn(tile);
+      }
+    });
+  }
+}
+
+// The standard Gumbel noise of every channel of a tile, g[c * kTile + i] (fp32), regenerated from
+// (seed, offset): one Philox call gives four consecutive channels of one lane.
+inline void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t offset, float* g) {
+  const int64_t C = d.channels, S = d.spatial;
+  const int64_t groups = (C + 3) / 4;
+  for (int64_t cg = 0; cg < groups; ++cg) {
+    const int64_t c0 = cg * 4;
+    const int64_t lanes = std::min<int64_t>(4, C - c0);
+    float* g0 = g + c0 * kTile;
+    uint32_t bits[4][kTile];
+    for (int64_t i = 0; i < t.n; ++i) {
+      const int64_t b = t.records ? t.b0 + i : t.b0;
+      const int64_t s = t.records ? 0 : t.s0 + i;
+      const math::U32x4 r = math::philox_block(seed, offset, math::philox_group(b, c0, s, C, S));
+      bits[0][i] = r.x;
+      bits[1][i] = r.y;
+      bits[2][i] = r.z;
+      bits[3][i] = r.w;
+    }
+    for (int64_t l = 0; l < lanes; ++l) {
+      for (int64_t i = 0; i < t.n; ++i) {
+        g0[l * kTile + i] = math::gumbel_from_uniform<float>(math::uniform_open01(bits[l][i]));
+      }
+    }
+  }
+}
+
+// Host copy of an rng_state tensor (CPU kernels only).
+inline void read_state(const at::Tensor& rng_state, uint64_t* seed, uint64_t* offset) {
+  const auto st = rng_state.contiguous();
+  const int64_t* p = st.data_ptr<int64_t>();
+  *seed = static_cast<uint64_t>(p[0]);
+  *offset = static_cast<uint64_t>(p[1]);
+}
+
+// tau as a contiguous host array of the math type.
+template <typename acc_t>
+at::Tensor tau_as(const at::Tensor& tau) {
+  return tau.to(c10::CppTypeToScalarType<acc_t>::value).contiguous();
+}
+
+// Per-lane 1/tau and tau of a tile.
+template <typename acc_t>
+inline void lane_tau(const Tile& t, const acc_t* tau, acc_t* tau_lane, acc_t* inv_tau_lane) {
+  for (int64_t i = 0; i < t.n; ++i) {
+    tau_lane[i] = tau[t.batch_of(i)];
+    inv_tau_lane[i] = acc_t(1) / tau_lane[i];
+  }
+}
+
+// Per-lane log-sum-exp of a field's channels held in a [K][kTile] buffer (two vectorizable passes).
+template <typename acc_t>
+inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* lse) {
+  acc_t mx[kTile], sum[kTile];
+  for (int64_t i = 0; i < n; ++i) {
+    mx[i] = z[i];
+    sum[i] = acc_t(0);
+  }
+  for (int64_t k = 1; k < K; ++k) {
+    for (int64_t i = 0; i < n; ++i) mx[i] = std::max(mx[i], z[k * kTile + i]);
+  }
+  for (int64_t k = 0; k < K; ++k) {
+    for (int64_t i = 0; i < n; ++i) sum[i] += math::fast_exp(z[k * kTile + i] - mx[i]);
+  }
+  for (int64_t i = 0; i < n; ++i) lse[i] = mx[i] + math::fast_log(sum[i]);
+}
+
+}  // namespace cpu
+}  // namespace gnsm

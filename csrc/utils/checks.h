@@ -1,0 +1,61 @@
+// Input validation shared by every op and both devices. Each check names the argument and the
+// expected value, and runs before any kernel is launched (STYLE.md: errors name the argument).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <string>
+#include <vector>
+
+namespace gnsm {
+
+// Fields side by side along dim 1: sizes K_j and their channel offsets.
+struct FieldLayout {
+  std::vector<int64_t> sizes;
+  std::vector<int64_t> offsets;  // offsets[j] = K_0 + ... + K_{j-1}; offsets[J] = C
+  int64_t channels = 0;
+  int64_t max_size = 0;
+  int64_t num_fields() const { return static_cast<int64_t>(sizes.size()); }
+};
+
+// A (B, C, *spatial) tensor seen as (B, C, S).
+struct Dims {
+  int64_t batch = 0;
+  int64_t channels = 0;
+  int64_t spatial = 1;
+};
+
+Dims dims_of(at::IntArrayRef shape, const char* name);
+
+// field_sizes: each K_j >= 1; if channels >= 0, their sum must equal it.
+FieldLayout check_field_sizes(at::IntArrayRef field_sizes, int64_t channels, const char* against);
+
+// tau: floating (float32/float64), shape (batch,), on `device`, finite and > 0.
+void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device);
+
+// rng_state: int64 tensor of two elements ([seed, offset]) on `device`.
+void check_rng_state(const at::Tensor& rng_state, const at::Device& device);
+
+// A float tensor (float32/float64/float16/bfloat16) of rank >= 2 on `device`.
+void check_float_input(const at::Tensor& t, const char* name, const at::Device& device);
+
+// Finite values only (NaN / inf rejected), with the first offending index in the message.
+void check_finite(const at::Tensor& t, const char* name);
+
+// Integer labels (B, J, *spatial) with 0 <= labels[:, j] < K_j; names the first offending index.
+void check_labels(const at::Tensor& labels, const FieldLayout& layout);
+
+// Output storage dtype of a relaxed sample.
+void check_output_dtype(at::ScalarType dtype, const char* name);
+
+// kind in {kl, mse}; reduction in {mean, sum, none}.
+bool check_kind(c10::string_view kind);  // returns true for "kl"
+int check_reduction(c10::string_view reduction);  // 0 mean, 1 sum, 2 none
+
+constexpr int kReduceMean = 0;
+constexpr int kReduceSum = 1;
+constexpr int kReduceNone = 2;
+
+std::string shape_str(at::IntArrayRef shape);
+
+}  // namespace gnsm

@@ -1,0 +1,268 @@
+"""Typed wrappers over the fused ``torch.ops.gnsm`` kernels, with their fake (meta) shape functions
+and autograd formulas registered side by side.
+
+Conventions shared by every op:
+
+* ``field_sizes`` is either an ``int`` K (one field: a segmentation mask or label volume; labels are
+  ``(B, *spatial)`` and per-position outputs are ``(B, *spatial)``) or a sequence ``[K_1, ..., K_J]``
+  (J fields side by side: labels ``(B, J, *spatial)``, per-position outputs ``(B, J, *spatial)``).
+  Float tensors (logits, network outputs, samples) are ``(B, C, *spatial)`` with ``C = sum K_j``.
+* ``tau`` is a positive float or a tensor of shape ``(B,)``: one temperature per record.
+* Randomness: a relax call draws an ``rng_state`` (int64 ``[seed, offset]``) from PyTorch's
+  generator for the device (the default one, or ``generator=``), so ``torch.manual_seed``
+  reproduces every result; the loss and the target regenerate the same Gumbel noise from that
+  state instead of storing it. Every op except ``rng_state`` is a deterministic function of its
+  inputs.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import torch
+
+from gnsm import _C  # noqa: F401  (loads the shared library that registers torch.ops.gnsm)
+
+DEFAULT_EPS = 1e-5
+_KINDS = ("kl", "mse")
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class RelaxedSample(NamedTuple):
+    """A relaxed (log-space Concrete) sample and the random state that produced its noise."""
+
+    y: torch.Tensor
+    rng_state: torch.Tensor
+
+
+def _fields(field_sizes: int | Sequence[int]) -> tuple[list[int], bool]:
+    """Normalize ``field_sizes`` to a list and say whether the single-field (mask) layout is used."""
+    if isinstance(field_sizes, bool):
+        raise TypeError("field_sizes: expected an int or a sequence of ints, got a bool")
+    if isinstance(field_sizes, int):
+        return [int(field_sizes)], True
+    if isinstance(field_sizes, torch.Tensor):
+        field_sizes = field_sizes.tolist()
+    sizes = [int(k) for k in field_sizes]
+    if len(sizes) == 0:
+        raise ValueError("field_sizes: expected at least one field")
+    return sizes, False
+
+
+def _tau(tau: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    if isinstance(tau, torch.Tensor):
+        if tau.dim() == 0:
+            tau = tau.expand(batch)
+        if not tau.is_floating_point():
+            raise TypeError(f"tau: expected a floating-point tensor, got {tau.dtype}")
+        return tau if tau.dtype == torch.float64 else tau.float()
+    return torch.full((batch,), float(tau), dtype=torch.float32, device=device)
+
+
+def rng_state(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Draw a fresh random state (int64 ``[seed, offset]`` on ``like``'s device) from the generator.
+
+    On CUDA it is read from the generator's Philox state inside a kernel, so CUDA graph replays
+    draw fresh noise the way PyTorch's own random ops do.
+    """
+    return torch.ops.gnsm.rng_state(like, generator)
+
+
+def relax_from_labels(labels: torch.Tensor, field_sizes: int | Sequence[int], tau: float | torch.Tensor, *,
+                      eps: float = DEFAULT_EPS, dtype: torch.dtype = torch.float32,
+                      generator: torch.Generator | None = None,
+                      rng_state: torch.Tensor | None = None) -> RelaxedSample:
+    """Fused Gumbel noise + log-space softmax relaxation straight from integer labels.
+
+    Args:
+        labels: integer tensor (uint8, int16, int32 or int64), ``(B, *spatial)`` for one field or
+            ``(B, J, *spatial)`` for J fields. No one-hot is materialized.
+        field_sizes: K, or ``[K_1, ..., K_J]``.
+        tau: temperature(s), > 0.
+        eps: clip of the one-hot: non-true classes get logit log(eps).
+        dtype: storage dtype of y (float32, bfloat16, float16 or float64); math is fp32 (fp64 for float64).
+        generator: the generator to draw the random state from (default: the device's default).
+        rng_state: reuse an explicit state instead of drawing one (reproduces a sample exactly).
+
+    Returns:
+        ``RelaxedSample(y, rng_state)`` with y of shape ``(B, C, *spatial)``.
+    """
+    sizes, single = _fields(field_sizes)
+    if single:
+        labels = labels.unsqueeze(1)
+    state = rng_state if rng_state is not None else torch.ops.gnsm.rng_state(labels, generator)
+    y = torch.ops.gnsm.relax_from_labels(labels, sizes, _tau(tau, labels.shape[0], labels.device), state,
+                                         float(eps), dtype)
+    return RelaxedSample(y, state)
+
+
+def relax_from_logits(logits: torch.Tensor, field_sizes: int | Sequence[int], tau: float | torch.Tensor, *,
+                      dtype: torch.dtype | None = None, generator: torch.Generator | None = None,
+                      rng_state: torch.Tensor | None = None) -> RelaxedSample:
+    """Fused relaxation of soft inputs: class logits ``(B, C, *spatial)`` (e.g. ``log(clip(p, eps, 1))``).
+
+    Differentiable with respect to ``logits`` (the reparameterized Gumbel-softmax gradient).
+    """
+    sizes, _ = _fields(field_sizes)
+    state = rng_state if rng_state is not None else torch.ops.gnsm.rng_state(logits, generator)
+    out_dtype = logits.dtype if dtype is None else dtype
+    y = torch.ops.gnsm.relax_from_logits(logits, sizes, _tau(tau, logits.shape[0], logits.device), state, out_dtype)
+    return RelaxedSample(y, state)
+
+
+def gumbel_noise(rng_state: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+    """The standard Gumbel noise g (fp32, ``shape`` = ``(B, C, *spatial)``) that ``rng_state`` stands for.
+
+    Exposed for tests and for users who want the noise itself; the fused ops never store it.
+    """
+    return torch.ops.gnsm.gumbel_noise(rng_state, list(shape))
+
+
+def target_score(rng_state: torch.Tensor, shape: Sequence[int], field_sizes: int | Sequence[int],
+                 tau: float | torch.Tensor) -> torch.Tensor:
+    """Closed-form target score t = tau (K softmax(-g) - 1) per field (fp32, ``shape``)."""
+    sizes, _ = _fields(field_sizes)
+    shape = list(shape)
+    device = rng_state.device
+    return torch.ops.gnsm.target_score(rng_state, shape, sizes, _tau(tau, shape[0], device))
+
+
+def score_matching_loss(output: torch.Tensor, rng_state: torch.Tensor, field_sizes: int | Sequence[int],
+                        tau: float | torch.Tensor, *, kind: str = "kl", reduction: str = "mean") -> torch.Tensor:
+    """Fused score-matching loss of the network output ``(B, C, *spatial)`` (DESIGN 1.4).
+
+    The Gumbel noise is regenerated from ``rng_state`` (the one returned by the relax call), in the
+    forward and again in the fused backward, which writes only the gradient of ``output``.
+
+    Args:
+        kind: ``"kl"`` (sum over fields of KL(softmax(-g) || softmax(l))) or ``"mse"`` (0.5 ||s - t||^2).
+        reduction: ``"mean"`` (sum / B), ``"sum"``, or ``"none"``: per position, ``(B, *spatial)``
+            for one field given as an int, ``(B, J, *spatial)`` for a list of fields.
+    """
+    sizes, single = _fields(field_sizes)
+    loss = torch.ops.gnsm.score_matching_loss(output, rng_state, sizes, _tau(tau, output.shape[0], output.device),
+                                              kind, reduction)
+    if reduction == "none" and single:
+        loss = loss.squeeze(1)
+    return loss
+
+
+def score_norms(output: torch.Tensor, field_sizes: int | Sequence[int],
+                tau: float | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """L2 norms of the score s = tau (K softmax(l) - 1) without materializing s.
+
+    Returns:
+        ``(per_record, per_position)``: fp32 ``(B,)`` and ``(B, *spatial)`` for one field given as
+        an int, or ``(B, J, *spatial)`` (per field and position) for a list of fields.
+    """
+    sizes, single = _fields(field_sizes)
+    per_record, per_position = torch.ops.gnsm.score_norms(output, sizes, _tau(tau, output.shape[0], output.device))
+    if single:
+        per_position = per_position.squeeze(1)
+    return per_record, per_position
+
+
+def build_info() -> dict:
+    """Facts about the compiled extension: version, whether CUDA kernels were built, CUDA archs."""
+    return dict(_C.build_info())
+
+
+# ---- fake (meta) implementations: shapes for torch.compile / FakeTensor tracing -------------------
+
+@torch.library.register_fake("gnsm::rng_state")
+def _rng_state_fake(like, generator=None):
+    return like.new_empty((2,), dtype=torch.int64)
+
+
+@torch.library.register_fake("gnsm::relax_from_labels")
+def _relax_from_labels_fake(labels, field_sizes, tau, rng_state, eps, dtype):
+    return labels.new_empty((labels.shape[0], sum(field_sizes), *labels.shape[2:]), dtype=dtype)
+
+
+@torch.library.register_fake("gnsm::relax_from_logits")
+def _relax_from_logits_fake(logits, field_sizes, tau, rng_state, dtype):
+    return logits.new_empty(logits.shape, dtype=dtype)
+
+
+@torch.library.register_fake("gnsm::gumbel_noise")
+def _gumbel_noise_fake(rng_state, shape):
+    return rng_state.new_empty(shape, dtype=torch.float32)
+
+
+@torch.library.register_fake("gnsm::target_score")
+def _target_score_fake(rng_state, shape, field_sizes, tau):
+    return rng_state.new_empty(shape, dtype=torch.float32)
+
+
+def _loss_shape(output, field_sizes, reduction):
+    if reduction == "none":
+        return (output.shape[0], len(field_sizes), *output.shape[2:])
+    return ()
+
+
+def _loss_dtype(output):
+    return torch.float64 if output.dtype == torch.float64 else torch.float32
+
+
+@torch.library.register_fake("gnsm::score_matching_loss")
+def _loss_fake(output, rng_state, field_sizes, tau, kind, reduction):
+    return output.new_empty(_loss_shape(output, field_sizes, reduction), dtype=_loss_dtype(output))
+
+
+@torch.library.register_fake("gnsm::score_matching_loss_backward")
+def _loss_backward_fake(grad, output, rng_state, field_sizes, tau, kind, reduction):
+    return torch.empty_like(output)
+
+
+@torch.library.register_fake("gnsm::score_norms")
+def _score_norms_fake(output, field_sizes, tau):
+    dtype = _loss_dtype(output)
+    return (output.new_empty((output.shape[0],), dtype=dtype),
+            output.new_empty((output.shape[0], len(field_sizes), *output.shape[2:]), dtype=dtype))
+
+
+# ---- autograd ----------------------------------------------------------------------------------
+
+def _loss_setup_context(ctx, inputs, output):
+    out, state, field_sizes, tau, kind, reduction = inputs
+    ctx.save_for_backward(out, state, tau)
+    ctx.field_sizes = field_sizes
+    ctx.kind = kind
+    ctx.reduction = reduction
+
+
+def _loss_backward(ctx, grad):
+    out, state, tau = ctx.saved_tensors
+    grad_out = None
+    if ctx.needs_input_grad[0]:
+        grad_out = torch.ops.gnsm.score_matching_loss_backward(grad.contiguous(), out, state, ctx.field_sizes, tau,
+                                                               ctx.kind, ctx.reduction)
+    return grad_out, None, None, None, None, None
+
+
+torch.library.register_autograd("gnsm::score_matching_loss", _loss_backward, setup_context=_loss_setup_context)
+
+
+def _segment_sum(x: torch.Tensor, field_sizes: Sequence[int]) -> torch.Tensor:
+    """Per-field sums broadcast back over each field's classes (B, C, *spatial)."""
+    parts = torch.split(x, list(field_sizes), dim=1)
+    return torch.cat([p.sum(dim=1, keepdim=True).expand_as(p) for p in parts], dim=1)
+
+
+def _relax_logits_setup_context(ctx, inputs, output):
+    logits, field_sizes, tau, _state, _dtype = inputs
+    ctx.save_for_backward(output, tau)
+    ctx.field_sizes = field_sizes
+    ctx.logits_dtype = logits.dtype
+
+
+def _relax_logits_backward(ctx, grad):
+    # y = z - lse(z) per field with z = (a + g)/tau: dL/da = (grad - softmax(y) * sum_field(grad)) / tau.
+    y, tau = ctx.saved_tensors
+    grad = grad.to(torch.promote_types(grad.dtype, torch.float32))
+    p = y.to(grad.dtype).exp()
+    ga = (grad - p * _segment_sum(grad, ctx.field_sizes)) / tau.to(grad.dtype).reshape(-1, *([1] * (y.dim() - 1)))
+    return ga.to(ctx.logits_dtype), None, None, None, None
+
+
+torch.library.register_autograd("gnsm::relax_from_logits", _relax_logits_backward,
+                                setup_context=_relax_logits_setup_context)
