@@ -16,6 +16,7 @@ Conventions shared by every op:
 """
 from __future__ import annotations
 
+import re
 from typing import NamedTuple, Sequence
 
 import torch
@@ -89,10 +90,40 @@ def relax_from_labels(labels: torch.Tensor, field_sizes: int | Sequence[int], ta
     sizes, single = _fields(field_sizes)
     if single:
         labels = labels.unsqueeze(1)
-    state = rng_state if rng_state is not None else torch.ops.gnsm.rng_state(labels, generator)
-    y = torch.ops.gnsm.relax_from_labels(labels, sizes, _tau(tau, labels.shape[0], labels.device), state,
-                                         float(eps), dtype)
-    return RelaxedSample(y, state)
+    tau_t = _tau(tau, labels.shape[0], labels.device)
+    try:
+        return _with_state(labels, generator, rng_state, lambda state: torch.ops.gnsm.relax_from_labels(
+            labels, sizes, tau_t, state, float(eps), dtype))
+    except ValueError as err:
+        if single:  # the op saw (B, 1, *spatial): report the index in the caller's (B, *spatial) tensor
+            raise ValueError(_drop_field_coordinate(str(err))) from None
+        raise
+
+
+def _with_state(like: torch.Tensor, generator: torch.Generator | None, rng_state: torch.Tensor | None,
+                call) -> RelaxedSample:
+    """Run a relax op with a given or freshly drawn state. A call rejected for bad input leaves a CPU
+    generator as it was, so a seeded run stays reproducible after a caught error (a CUDA draw only
+    bumps an offset and must stay capturable, so it is not rolled back)."""
+    if rng_state is not None:
+        return RelaxedSample(call(rng_state), rng_state)
+    gen = generator if generator is not None else (torch.default_generator if like.device.type == "cpu" else None)
+    saved = gen.get_state() if gen is not None and gen.device.type == "cpu" else None
+    state = torch.ops.gnsm.rng_state(like, generator)
+    try:
+        return RelaxedSample(call(state), state)
+    except (ValueError, TypeError):
+        if saved is not None:
+            gen.set_state(saved)
+        raise
+
+
+def _drop_field_coordinate(message: str) -> str:
+    match = re.search(r"for field 0, found (-?\d+) at index \((\d+), 0(, [^)]*)?\)", message)
+    if match is None:
+        return message
+    index = "(" + match.group(2) + (match.group(3) or ",") + ")"
+    return message[:match.start()] + f"found {match.group(1)} at index {index}" + message[match.end():]
 
 
 def relax_from_logits(logits: torch.Tensor, field_sizes: int | Sequence[int], tau: float | torch.Tensor, *,
@@ -103,10 +134,10 @@ def relax_from_logits(logits: torch.Tensor, field_sizes: int | Sequence[int], ta
     Differentiable with respect to ``logits`` (the reparameterized Gumbel-softmax gradient).
     """
     sizes, _ = _fields(field_sizes)
-    state = rng_state if rng_state is not None else torch.ops.gnsm.rng_state(logits, generator)
     out_dtype = logits.dtype if dtype is None else dtype
-    y = torch.ops.gnsm.relax_from_logits(logits, sizes, _tau(tau, logits.shape[0], logits.device), state, out_dtype)
-    return RelaxedSample(y, state)
+    tau_t = _tau(tau, logits.shape[0], logits.device)
+    return _with_state(logits, generator, rng_state, lambda state: torch.ops.gnsm.relax_from_logits(
+        logits, sizes, tau_t, state, out_dtype))
 
 
 def gumbel_noise(rng_state: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -266,3 +297,32 @@ def _relax_logits_backward(ctx, grad):
 
 torch.library.register_autograd("gnsm::relax_from_logits", _relax_logits_backward,
                                 setup_context=_relax_logits_setup_context)
+
+
+def _norms_setup_context(ctx, inputs, output):
+    out, field_sizes, tau = inputs
+    ctx.save_for_backward(out, tau)
+    ctx.field_sizes = field_sizes
+
+
+def _norms_backward(ctx, grad_record, grad_position):
+    # Rarely needed (scoring runs without grad), so recompute with the reference math under autograd
+    # rather than keeping a second fused kernel.
+    from gnsm import reference
+
+    out, tau = ctx.saved_tensors
+    with torch.enable_grad():
+        leaf = out.detach().to(torch.promote_types(out.dtype, torch.float32)).requires_grad_(True)
+        per_record, per_position = reference.score_norms(leaf, tau.to(leaf.dtype), ctx.field_sizes)
+        terms = []
+        if grad_record is not None:
+            terms.append((per_record * grad_record.to(per_record.dtype)).sum())
+        if grad_position is not None:
+            terms.append((per_position * grad_position.to(per_position.dtype)).sum())
+        if not terms:
+            return None, None, None
+        (grad,) = torch.autograd.grad(sum(terms), leaf)
+    return grad.to(out.dtype), None, None
+
+
+torch.library.register_autograd("gnsm::score_norms", _norms_backward, setup_context=_norms_setup_context)

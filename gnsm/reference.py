@@ -125,10 +125,15 @@ def score_matching_loss(l: torch.Tensor, g: torch.Tensor, tau: torch.Tensor | fl
 
 def score_norms(l: torch.Tensor, tau: torch.Tensor | float, field_sizes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
     """L2 norms of the score s: per record (B,) and per field and position (B, J, *spatial)."""
-    s = score_from_output(l.float(), tau, field_sizes)
+    s = score_from_output(l if l.dtype == torch.float64 else l.float(), tau, field_sizes)
     sq = _field_sums(s.square(), field_sizes)
-    per_record = sq.flatten(1).sum(dim=1).sqrt()
-    return per_record, sq.sqrt()
+    return _safe_sqrt(sq.flatten(1).sum(dim=1)), _safe_sqrt(sq)
+
+
+def _safe_sqrt(x: torch.Tensor) -> torch.Tensor:
+    """sqrt with a zero (not NaN) gradient at 0: K = 1 fields have a score of exactly 0."""
+    positive = x > 0
+    return torch.where(positive, x, torch.ones_like(x)).sqrt() * positive
 
 
 def gaussian_dsm_loss(s_num: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -78,7 +78,8 @@ GNSM_HD float uniform_open01(uint32_t bits) {
 
 // ---- fast elementary functions ----------------------------------------------------------------
 // On the GPU the special-function units (lg2/ex2 approx, ~2 ulp) keep the kernels memory-bound.
-// On the CPU, branch-free Cephes-style polynomials (~1 ulp) that compilers vectorize, unlike libm calls.
+// On the CPU, branch-free Cephes-style polynomials (~1 ulp) that compilers vectorize, unlike libm calls
+// (the CPU sources are built with -fno-trapping-math so the clamps become vector min/max).
 
 GNSM_HD float bits_to_float(uint32_t u) {
   float f;
@@ -100,9 +101,10 @@ GNSM_HD float fast_log(float x) {
   const uint32_t bits = float_to_bits(x);
   float e = static_cast<float>(static_cast<int32_t>((bits >> 23) & 0xffu) - 126);
   float m = bits_to_float((bits & 0x807fffffu) | 0x3f000000u);  // mantissa in [0.5, 1)
-  const bool small = m < 0.707106781186547524f;
-  e = small ? e - 1.0f : e;
-  m = small ? (m + m - 1.0f) : (m - 1.0f);
+  // Branch-free (so loops over it vectorize): if m < sqrt(1/2) then e -= 1, m = 2m - 1, else m = m - 1.
+  const uint32_t small = 0u - static_cast<uint32_t>(m < 0.707106781186547524f);
+  e -= bits_to_float(float_to_bits(1.0f) & small);
+  m = m - 1.0f + bits_to_float(float_to_bits(m) & small);
   const float z = m * m;
   float y = 7.0376836292e-2f;
   y = y * m - 1.1514610310e-1f;
@@ -125,10 +127,11 @@ GNSM_HD float fast_exp(float x) {
 #if defined(__CUDA_ARCH__)
   return __expf(x);
 #else
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  x = x < -87.0f ? -87.0f : x;
+  x = x > 88.0f ? 88.0f : x;
   const float t = x * 1.44269504088896341f + 0.5f;
   float n = static_cast<float>(static_cast<int32_t>(t));
-  n = n > t ? n - 1.0f : n;  // floor
+  n -= bits_to_float(float_to_bits(1.0f) & (0u - static_cast<uint32_t>(n > t)));  // floor, branch-free
   x = x - n * 0.693359375f + n * 2.12194440e-4f;
   const float z = x * x;
   float y = 1.9875691500e-4f;

@@ -18,14 +18,14 @@ namespace {
 template <typename out_t, typename acc_t>
 void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
   const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
-  acc_t lse[kTile];
+  acc_t mx[kTile], log_sum[kTile];
   for (int64_t j = 0; j < layout.num_fields(); ++j) {
     const int64_t o = layout.offsets[j], K = layout.sizes[j];
-    field_lse(z + o * kTile, K, t.n, lse);
+    field_lse(z + o * kTile, K, t.n, mx, log_sum);
     for (int64_t k = 0; k < K; ++k) {
       const acc_t* zk = z + (o + k) * kTile;
       out_t* yk = y + base + (o + k) * cs;
-      for (int64_t i = 0; i < t.n; ++i) yk[i * ls] = static_cast<out_t>(zk[i] - lse[i]);
+      for (int64_t i = 0; i < t.n; ++i) yk[i * ls] = static_cast<out_t>((zk[i] - mx[i]) - log_sum[i]);
     }
   }
 }
@@ -43,11 +43,11 @@ void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const Re
   out_t* y_p = y.data_ptr<out_t>();
   const acc_t log_eps = static_cast<acc_t>(std::log(eps));
   for_each_tile(d, [&](const Tile& t) {
-    std::vector<float> g(d.channels * kTile);
-    std::vector<acc_t> z(d.channels * kTile);
+    float* g = scratch<float, 1>(d.channels * kTile);
+    acc_t* z = scratch<acc_t, 2>(d.channels * kTile);
     acc_t tau_l[kTile], inv_tau[kTile];
     lane_tau(t, tau_p, tau_l, inv_tau);
-    fill_gumbel(t, d, args.seed, args.offset, g.data());
+    fill_gumbel(t, d, args.seed, args.offset, g);
     for (int64_t j = 0; j < J; ++j) {
       const int64_t o = layout.offsets[j], K = layout.sizes[j];
       int64_t label[kTile];
@@ -55,14 +55,14 @@ void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const Re
         label[i] = static_cast<int64_t>(lab[t.pos_index(i, j, J, d.spatial)]);
       }
       for (int64_t k = 0; k < K; ++k) {
-        const float* gk = g.data() + (o + k) * kTile;
-        acc_t* zk = z.data() + (o + k) * kTile;
+        const float* gk = g + (o + k) * kTile;
+        acc_t* zk = z + (o + k) * kTile;
         for (int64_t i = 0; i < t.n; ++i) {
           zk[i] = (math::label_logit<acc_t>(label[i], k, log_eps) + static_cast<acc_t>(gk[i])) * inv_tau[i];
         }
       }
     }
-    write_relaxed(t, d, layout, z.data(), y_p);
+    write_relaxed(t, d, layout, z, y_p);
   });
 }
 
@@ -75,21 +75,30 @@ void relax_logits_impl(const at::Tensor& logits, const at::Tensor& tau, const Re
   const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
   out_t* y_p = y.data_ptr<out_t>();
   for_each_tile(d, [&](const Tile& t) {
-    std::vector<float> g(d.channels * kTile);
-    std::vector<acc_t> z(d.channels * kTile);
+    float* g = scratch<float, 3>(d.channels * kTile);
+    acc_t* z = scratch<acc_t, 4>(d.channels * kTile);
     acc_t tau_l[kTile], inv_tau[kTile];
     lane_tau(t, tau_p, tau_l, inv_tau);
-    fill_gumbel(t, d, args.seed, args.offset, g.data());
+    fill_gumbel(t, d, args.seed, args.offset, g);
     const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
     for (int64_t c = 0; c < d.channels; ++c) {
       const in_t* ac = a_p + base + c * cs;
-      const float* gc = g.data() + c * kTile;
-      acc_t* zc = z.data() + c * kTile;
-      for (int64_t i = 0; i < t.n; ++i) {
-        zc[i] = (static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i])) * inv_tau[i];
+      const float* gc = g + c * kTile;
+      acc_t* zc = z + c * kTile;
+      for (int64_t i = 0; i < t.n; ++i) zc[i] = static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i]);
+    }
+    // Subtract each field's max of a + g before dividing by tau: huge logits at a small tau would
+    // otherwise overflow to inf (softmax is shift-invariant, so y is unchanged).
+    acc_t mx[kTile];
+    for (int64_t j = 0; j < args.layout.num_fields(); ++j) {
+      const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
+      field_max(z + o * kTile, K, t.n, mx);
+      for (int64_t k = 0; k < K; ++k) {
+        acc_t* zk = z + (o + k) * kTile;
+        for (int64_t i = 0; i < t.n; ++i) zk[i] = (zk[i] - mx[i]) * inv_tau[i];
       }
     }
-    write_relaxed(t, d, args.layout, z.data(), y_p);
+    write_relaxed(t, d, args.layout, z, y_p);
   });
 }
 

@@ -24,11 +24,12 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
   using acc_t = at::opmath_type<in_t>;
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
-  std::vector<float> g(d.channels * kTile);
-  std::vector<acc_t> lq(d.channels * kTile), lp(d.channels * kTile);
-  acc_t tau_l[kTile], inv_tau[kTile], lse_q[kTile], lse_p[kTile], acc[kTile], w[kTile];
+  float* g = scratch<float, 1>(d.channels * kTile);
+  acc_t* lq = scratch<acc_t, 2>(d.channels * kTile);
+  acc_t* lp = scratch<acc_t, 3>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], mx_q[kTile], ls_q[kTile], mx_p[kTile], ls_p[kTile], acc[kTile], w[kTile];
   lane_tau(t, tau_p, tau_l, inv_tau);
-  fill_gumbel(t, d, seed, offset, g.data());
+  fill_gumbel(t, d, seed, offset, g);
   const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
   for (int64_t c = 0; c < d.channels; ++c) {
     for (int64_t i = 0; i < t.n; ++i) {
@@ -38,16 +39,16 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
   }
   for (int64_t j = 0; j < J; ++j) {
     const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-    acc_t* q = lq.data() + o * kTile;  // becomes log q, then q
-    acc_t* p = lp.data() + o * kTile;  // becomes log p, then p
-    field_lse(q, K, t.n, lse_q);
-    field_lse(p, K, t.n, lse_p);
+    acc_t* q = lq + o * kTile;  // becomes log q, then q
+    acc_t* p = lp + o * kTile;  // becomes log p, then p
+    field_lse(q, K, t.n, mx_q, ls_q);
+    field_lse(p, K, t.n, mx_p, ls_p);
     for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
     const acc_t kk = static_cast<acc_t>(K);
     for (int64_t k = 0; k < K; ++k) {
       for (int64_t i = 0; i < t.n; ++i) {
-        const acc_t log_q = q[k * kTile + i] - lse_q[i];
-        const acc_t log_p = p[k * kTile + i] - lse_p[i];
+        const acc_t log_q = (q[k * kTile + i] - mx_q[i]) - ls_q[i];
+        const acc_t log_p = (p[k * kTile + i] - mx_p[i]) - ls_p[i];
         const acc_t qk = math::fast_exp(log_q), pk = math::fast_exp(log_p);
         if (args.kl) {
           acc[i] += qk * (log_q - log_p);

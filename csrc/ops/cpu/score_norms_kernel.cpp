@@ -21,8 +21,8 @@ void score_norms_impl(const at::Tensor& output, const at::Tensor& tau, const Nor
   const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
   acc_t* sq_p = sq.data_ptr<acc_t>();
   for_each_tile(d, [&](const Tile& t) {
-    std::vector<acc_t> l(d.channels * kTile);
-    acc_t tau_l[kTile], inv_tau[kTile], lse[kTile], acc[kTile];
+    acc_t* l = scratch<acc_t, 1>(d.channels * kTile);
+    acc_t tau_l[kTile], inv_tau[kTile], mx[kTile], log_sum[kTile], acc[kTile];
     lane_tau(t, tau_p, tau_l, inv_tau);
     const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
     for (int64_t c = 0; c < d.channels; ++c) {
@@ -30,12 +30,12 @@ void score_norms_impl(const at::Tensor& output, const at::Tensor& tau, const Nor
     }
     for (int64_t j = 0; j < J; ++j) {
       const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-      field_lse(l.data() + o * kTile, K, t.n, lse);
+      field_lse(l + o * kTile, K, t.n, mx, log_sum);
       for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
       for (int64_t k = 0; k < K; ++k) {
-        const acc_t* lk = l.data() + (o + k) * kTile;
+        const acc_t* lk = l + (o + k) * kTile;
         for (int64_t i = 0; i < t.n; ++i) {
-          const acc_t s = math::score_from_prob(math::fast_exp(lk[i] - lse[i]), static_cast<acc_t>(K), tau_l[i]);
+          const acc_t s = math::score_from_prob(math::fast_exp((lk[i] - mx[i]) - log_sum[i]), static_cast<acc_t>(K), tau_l[i]);
           acc[i] += s * s;
         }
       }

@@ -18,8 +18,8 @@ at::Tensor gumbel_noise_cpu(const at::Tensor& rng_state, c10::SymIntArrayRef sym
   float* g_p = g.data_ptr<float>();
   const Dims& d = args.dims;
   for_each_tile(d, [&](const Tile& t) {
-    std::vector<float> buf(d.channels * kTile);
-    fill_gumbel(t, d, seed, offset, buf.data());
+    float* buf = scratch<float, 1>(d.channels * kTile);
+    fill_gumbel(t, d, seed, offset, buf);
     const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
     for (int64_t c = 0; c < d.channels; ++c) {
       for (int64_t i = 0; i < t.n; ++i) g_p[base + c * cs + i * ls] = buf[c * kTile + i];
@@ -40,20 +40,20 @@ at::Tensor target_score_cpu(const at::Tensor& rng_state, c10::SymIntArrayRef sym
   const float* tau_p = tau_f.data_ptr<float>();
   const Dims& d = args.dims;
   for_each_tile(d, [&](const Tile& t) {
-    std::vector<float> g(d.channels * kTile);
-    float tau_l[kTile], inv_tau[kTile], lse[kTile];
+    float* g = scratch<float, 2>(d.channels * kTile);
+    float tau_l[kTile], inv_tau[kTile], mx[kTile], log_sum[kTile];
     lane_tau(t, tau_p, tau_l, inv_tau);
-    fill_gumbel(t, d, seed, offset, g.data());
-    for (auto& v : g) v = -v;  // softmax(-g)
+    fill_gumbel(t, d, seed, offset, g);
+    for (int64_t v = 0; v < d.channels * kTile; ++v) g[v] = -g[v];  // softmax(-g)
     const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
     for (int64_t j = 0; j < args.layout.num_fields(); ++j) {
       const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-      field_lse(g.data() + o * kTile, K, t.n, lse);
+      field_lse(g + o * kTile, K, t.n, mx, log_sum);
       for (int64_t k = 0; k < K; ++k) {
-        const float* nk = g.data() + (o + k) * kTile;
+        const float* nk = g + (o + k) * kTile;
         float* ok = out_p + base + (o + k) * cs;
         for (int64_t i = 0; i < t.n; ++i) {
-          ok[i * ls] = math::score_from_prob(math::fast_exp(nk[i] - lse[i]), static_cast<float>(K), tau_l[i]);
+          ok[i * ls] = math::score_from_prob(math::fast_exp((nk[i] - mx[i]) - log_sum[i]), static_cast<float>(K), tau_l[i]);
         }
       }
     }

@@ -75,11 +75,13 @@ inline void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t of
     const int64_t c0 = cg * 4;
     const int64_t lanes = std::min<int64_t>(4, C - c0);
     float* g0 = g + c0 * kTile;
+    // Lanes of a tile have evenly spaced counter groups (see philox_group): consecutive positions
+    // for spatial tiles, a stride of ceil(C/4) for record tiles; written so the loop vectorizes.
+    const uint64_t gbase = math::philox_group(t.b0, c0, t.s0, C, S);
+    const uint64_t gstride = t.records ? static_cast<uint64_t>(groups) : 1u;
     uint32_t bits[4][kTile];
     for (int64_t i = 0; i < t.n; ++i) {
-      const int64_t b = t.records ? t.b0 + i : t.b0;
-      const int64_t s = t.records ? 0 : t.s0 + i;
-      const math::U32x4 r = math::philox_block(seed, offset, math::philox_group(b, c0, s, C, S));
+      const math::U32x4 r = math::philox_block(seed, offset, gbase + static_cast<uint64_t>(i) * gstride);
       bits[0][i] = r.x;
       bits[1][i] = r.y;
       bits[2][i] = r.z;
@@ -91,6 +93,14 @@ inline void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t of
       }
     }
   }
+}
+
+// Per-thread scratch of n elements, reused across tiles and calls (no allocation per tile).
+template <typename T, int Slot = 0>
+inline T* scratch(int64_t n) {
+  thread_local std::vector<T> buf;
+  if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
+  return buf.data();
 }
 
 // Host copy of an rng_state tensor (CPU kernels only).
@@ -116,10 +126,12 @@ inline void lane_tau(const Tile& t, const acc_t* tau, acc_t* tau_lane, acc_t* in
   }
 }
 
-// Per-lane log-sum-exp of a field's channels held in a [K][kTile] buffer (two vectorizable passes).
+// Per-lane log-sum-exp of a field's channels held in a [K][kTile] buffer (two vectorizable passes),
+// returned as its two parts: callers form (z - max) - log_sum, never z - (max + log_sum), which
+// would round log_sum away when max is large (e.g. bf16 outputs near their largest finite value).
 template <typename acc_t>
-inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* lse) {
-  acc_t mx[kTile], sum[kTile];
+inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum) {
+  acc_t sum[kTile];
   for (int64_t i = 0; i < n; ++i) {
     mx[i] = z[i];
     sum[i] = acc_t(0);
@@ -130,7 +142,16 @@ inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* lse) {
   for (int64_t k = 0; k < K; ++k) {
     for (int64_t i = 0; i < n; ++i) sum[i] += math::fast_exp(z[k * kTile + i] - mx[i]);
   }
-  for (int64_t i = 0; i < n; ++i) lse[i] = mx[i] + math::fast_log(sum[i]);
+  for (int64_t i = 0; i < n; ++i) log_sum[i] = math::fast_log(sum[i]);
+}
+
+// Per-lane maximum of a field's channels in a [K][kTile] buffer.
+template <typename acc_t>
+inline void field_max(const acc_t* z, int64_t K, int64_t n, acc_t* mx) {
+  for (int64_t i = 0; i < n; ++i) mx[i] = z[i];
+  for (int64_t k = 1; k < K; ++k) {
+    for (int64_t i = 0; i < n; ++i) mx[i] = std::max(mx[i], z[k * kTile + i]);
+  }
 }
 
 }  // namespace cpu
