@@ -170,11 +170,40 @@ def score_matching_loss(output: torch.Tensor, rng_state: torch.Tensor, field_siz
             for one field given as an int, ``(B, J, *spatial)`` for a list of fields.
     """
     sizes, single = _fields(field_sizes)
-    loss = torch.ops.gnsm.score_matching_loss(output, rng_state, sizes, _tau(tau, output.shape[0], output.device),
-                                              kind, reduction)
+    tau_t = _tau(tau, output.shape[0], output.device)
+    if output.device.type == "cpu" and output.requires_grad and torch.is_grad_enabled():
+        # The CPU is compute-bound: produce the gradient in the same pass as the loss rather than
+        # regenerating the noise in the backward (on a GPU the recompute is the cheaper choice).
+        loss = _LossWithGrad.apply(output, rng_state, sizes, tau_t, kind, reduction)
+    else:
+        loss = torch.ops.gnsm.score_matching_loss(output, rng_state, sizes, tau_t, kind, reduction)
     if reduction == "none" and single:
         loss = loss.squeeze(1)
     return loss
+
+
+class _LossWithGrad(torch.autograd.Function):
+    """Loss whose gradient (for a unit incoming gradient) is computed in the forward pass."""
+
+    @staticmethod
+    def forward(ctx, output, rng_state, field_sizes, tau, kind, reduction):
+        loss, grad = torch.ops.gnsm.score_matching_loss_with_grad(output, rng_state, field_sizes, tau, kind, reduction)
+        ctx.save_for_backward(grad)
+        ctx.field_sizes = field_sizes
+        ctx.reduction = reduction
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        (grad,) = ctx.saved_tensors
+        if ctx.reduction == "none":  # per (field, position) weights, spread over each field's classes
+            sizes = torch.tensor(ctx.field_sizes, device=grad.device)
+            weight = grad_loss if len(ctx.field_sizes) == 1 else grad_loss.repeat_interleave(sizes, dim=1)
+            return grad * weight.to(grad.dtype), None, None, None, None, None
+        if (not torch.compiler.is_compiling() and grad_loss.numel() == 1 and not grad_loss.requires_grad
+                and float(grad_loss) == 1.0):
+            return grad, None, None, None, None, None  # the usual loss.backward(): no extra pass
+        return grad * grad_loss.to(grad.dtype), None, None, None, None, None
 
 
 def score_norms(output: torch.Tensor, field_sizes: int | Sequence[int],
@@ -237,6 +266,12 @@ def _loss_dtype(output):
 @torch.library.register_fake("gnsm::score_matching_loss")
 def _loss_fake(output, rng_state, field_sizes, tau, kind, reduction):
     return output.new_empty(_loss_shape(output, field_sizes, reduction), dtype=_loss_dtype(output))
+
+
+@torch.library.register_fake("gnsm::score_matching_loss_with_grad")
+def _loss_with_grad_fake(output, rng_state, field_sizes, tau, kind, reduction):
+    return (output.new_empty(_loss_shape(output, field_sizes, reduction), dtype=_loss_dtype(output)),
+            torch.empty_like(output))
 
 
 @torch.library.register_fake("gnsm::score_matching_loss_backward")

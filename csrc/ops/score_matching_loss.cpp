@@ -48,6 +48,9 @@ TORCH_LIBRARY_FRAGMENT(gnsm, m) {
   m.set_python_module("gnsm.ops");  // where the fake (meta) implementations live
   m.def("score_matching_loss(Tensor output, Tensor rng_state, int[] field_sizes, Tensor tau, str kind, "
         "str reduction) -> Tensor");
+  // CPU only: loss and the gradient for a unit incoming gradient, fused (used by gnsm.ops on the CPU).
+  m.def("score_matching_loss_with_grad(Tensor output, Tensor rng_state, int[] field_sizes, Tensor tau, str kind, "
+        "str reduction) -> (Tensor, Tensor)");
   m.def("score_matching_loss_backward(Tensor grad, Tensor output, Tensor rng_state, int[] field_sizes, "
         "Tensor tau, str kind, str reduction) -> Tensor");
 }

@@ -5,6 +5,16 @@
 
 namespace gnsm {
 
+namespace {
+bool (*g_is_capturing)() = nullptr;
+}  // namespace
+
+void set_capture_query(bool (*is_capturing)()) { g_is_capturing = is_capturing; }
+
+bool value_checks_allowed(const at::Tensor& t) {
+  return !(t.is_cuda() && g_is_capturing != nullptr && g_is_capturing());
+}
+
 std::string shape_str(at::IntArrayRef shape) {
   std::ostringstream os;
   os << "(";
@@ -51,7 +61,7 @@ void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device) {
                     batch, ",), got ", shape_str(tau.sizes()));
   TORCH_CHECK_VALUE(tau.device() == device, "tau: expected a tensor on ", device, " (the inputs' device), got ",
                     tau.device());
-  if (batch == 0) return;
+  if (batch == 0 || !value_checks_allowed(tau)) return;
   // One host sync for both properties; tau is tiny.
   const bool ok = at::logical_and(at::isfinite(tau), tau > 0).all().item<bool>();
   if (!ok) {
@@ -80,7 +90,7 @@ void check_float_input(const at::Tensor& t, const char* name, const at::Device& 
 }
 
 void check_finite(const at::Tensor& t, const char* name) {
-  if (t.numel() == 0) return;
+  if (t.numel() == 0 || !value_checks_allowed(t)) return;
   if (at::isfinite(t).all().item<bool>()) return;
   const auto idx = at::logical_not(at::isfinite(t)).nonzero()[0].cpu();
   std::vector<int64_t> where(idx.data_ptr<int64_t>(), idx.data_ptr<int64_t>() + idx.numel());
@@ -98,7 +108,7 @@ void check_labels(const at::Tensor& labels, const FieldLayout& layout) {
                     shape_str(labels.sizes()));
   TORCH_CHECK_VALUE(labels.size(1) == layout.num_fields(), "labels: expected ", layout.num_fields(),
                     " fields in dim 1 (one per entry of field_sizes), got shape ", shape_str(labels.sizes()));
-  if (labels.numel() == 0) return;
+  if (labels.numel() == 0 || !value_checks_allowed(labels)) return;
   // Per-field min and max in one pass and one host sync.
   const auto flat = labels.reshape({labels.size(0), labels.size(1), -1}).transpose(0, 1).reshape({labels.size(1), -1});
   const auto mins = std::get<0>(flat.min(1)).to(at::kLong).cpu();

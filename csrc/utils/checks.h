@@ -58,4 +58,10 @@ constexpr int kReduceNone = 2;
 
 std::string shape_str(at::IntArrayRef shape);
 
+// Checks that read tensor values need a host sync, which is illegal while a CUDA stream is being
+// captured into a graph; the CUDA backend registers how to ask (set_capture_query), and the value
+// checks are skipped during capture (the shapes, dtypes and devices are still checked).
+void set_capture_query(bool (*is_capturing)());
+bool value_checks_allowed(const at::Tensor& t);
+
 }  // namespace gnsm

@@ -153,7 +153,14 @@ GNSM_HD double fast_exp(double x) { return ::exp(x); }
 // Standard Gumbel draw from one uniform: g = -log(-log(u)).
 template <typename T>
 GNSM_HD T gumbel_from_uniform(float u) {
+#if defined(__CUDA_ARCH__)
+  // __logf's error is absolute (2^-21.4) on [0.5, 2], as large as -log(u) itself when u -> 1; there
+  // -log(u) = -log1p(u - 1) with u - 1 exact (Sterbenz) keeps it relative.
+  const float neg_log_u = u >= 0.5f ? -log1pf(u - 1.0f) : -fast_log(u);
+  return static_cast<T>(-fast_log(neg_log_u));
+#else
   return -fast_log(-fast_log(static_cast<T>(u)));
+#endif
 }
 
 // Class logit of class c for a hard label: 0 for the true class, log(eps) otherwise (DESIGN 1.1).

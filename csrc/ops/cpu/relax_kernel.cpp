@@ -16,7 +16,7 @@ namespace {
 
 // Writes y for one tile given z in a [C][kTile] buffer.
 template <typename out_t, typename acc_t>
-void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
+inline void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
   const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
   acc_t mx[kTile], log_sum[kTile];
   for (int64_t j = 0; j < layout.num_fields(); ++j) {
@@ -31,75 +31,84 @@ void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_
 }
 
 template <typename label_t, typename out_t>
-void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const RelaxArgs& args, double eps,
-                       at::Tensor& y) {
+GNSM_CPU_MULTIVERSION void relax_labels_tile(const Tile& t, const RelaxArgs& args, const label_t* lab,
+                                             const at::opmath_type<out_t>* tau_p, at::opmath_type<out_t> log_eps,
+                                             out_t* y_p) {
   using acc_t = at::opmath_type<out_t>;
   const Dims& d = args.dims;
   const FieldLayout& layout = args.layout;
   const int64_t J = layout.num_fields();
+  float* g = scratch<float, 1>(d.channels * kTile);
+  acc_t* z = scratch<acc_t, 2>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile];
+  lane_tau(t, tau_p, tau_l, inv_tau);
+  fill_gumbel(t, d, args.seed, args.offset, g);
+  for (int64_t j = 0; j < J; ++j) {
+    const int64_t o = layout.offsets[j], K = layout.sizes[j];
+    int64_t label[kTile];
+    for (int64_t i = 0; i < t.n; ++i) label[i] = static_cast<int64_t>(lab[t.pos_index(i, j, J, d.spatial)]);
+    for (int64_t k = 0; k < K; ++k) {
+      const float* gk = g + (o + k) * kTile;
+      acc_t* zk = z + (o + k) * kTile;
+      for (int64_t i = 0; i < t.n; ++i) {
+        zk[i] = (math::label_logit<acc_t>(label[i], k, log_eps) + static_cast<acc_t>(gk[i])) * inv_tau[i];
+      }
+    }
+  }
+  write_relaxed(t, d, layout, z, y_p);
+}
+
+template <typename label_t, typename out_t>
+void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const RelaxArgs& args, double eps,
+                       at::Tensor& y) {
+  using acc_t = at::opmath_type<out_t>;
   const label_t* lab = labels.data_ptr<label_t>();
   const at::Tensor tau_acc = tau_as<acc_t>(tau);
   const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
   out_t* y_p = y.data_ptr<out_t>();
   const acc_t log_eps = static_cast<acc_t>(std::log(eps));
-  for_each_tile(d, [&](const Tile& t) {
-    float* g = scratch<float, 1>(d.channels * kTile);
-    acc_t* z = scratch<acc_t, 2>(d.channels * kTile);
-    acc_t tau_l[kTile], inv_tau[kTile];
-    lane_tau(t, tau_p, tau_l, inv_tau);
-    fill_gumbel(t, d, args.seed, args.offset, g);
-    for (int64_t j = 0; j < J; ++j) {
-      const int64_t o = layout.offsets[j], K = layout.sizes[j];
-      int64_t label[kTile];
-      for (int64_t i = 0; i < t.n; ++i) {
-        label[i] = static_cast<int64_t>(lab[t.pos_index(i, j, J, d.spatial)]);
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        const float* gk = g + (o + k) * kTile;
-        acc_t* zk = z + (o + k) * kTile;
-        for (int64_t i = 0; i < t.n; ++i) {
-          zk[i] = (math::label_logit<acc_t>(label[i], k, log_eps) + static_cast<acc_t>(gk[i])) * inv_tau[i];
-        }
-      }
+  for_each_tile(args.dims, [&](const Tile& t) { relax_labels_tile<label_t, out_t>(t, args, lab, tau_p, log_eps, y_p); });
+}
+
+template <typename in_t, typename out_t>
+GNSM_CPU_MULTIVERSION void relax_logits_tile(const Tile& t, const RelaxArgs& args, const in_t* a_p,
+                                             const at::opmath_type<out_t>* tau_p, out_t* y_p) {
+  using acc_t = at::opmath_type<out_t>;
+  const Dims& d = args.dims;
+  float* g = scratch<float, 3>(d.channels * kTile);
+  acc_t* z = scratch<acc_t, 4>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile];
+  lane_tau(t, tau_p, tau_l, inv_tau);
+  fill_gumbel(t, d, args.seed, args.offset, g);
+  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+  for (int64_t c = 0; c < d.channels; ++c) {
+    const in_t* ac = a_p + base + c * cs;
+    const float* gc = g + c * kTile;
+    acc_t* zc = z + c * kTile;
+    for (int64_t i = 0; i < t.n; ++i) zc[i] = static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i]);
+  }
+  // Subtract each field's max of a + g before dividing by tau: huge logits at a small tau would
+  // otherwise overflow to inf (softmax is shift-invariant, so y is unchanged).
+  acc_t mx[kTile];
+  for (int64_t j = 0; j < args.layout.num_fields(); ++j) {
+    const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
+    field_max(z + o * kTile, K, t.n, mx);
+    for (int64_t k = 0; k < K; ++k) {
+      acc_t* zk = z + (o + k) * kTile;
+      for (int64_t i = 0; i < t.n; ++i) zk[i] = (zk[i] - mx[i]) * inv_tau[i];
     }
-    write_relaxed(t, d, layout, z, y_p);
-  });
+  }
+  write_relaxed(t, d, args.layout, z, y_p);
 }
 
 template <typename in_t, typename out_t>
 void relax_logits_impl(const at::Tensor& logits, const at::Tensor& tau, const RelaxArgs& args, at::Tensor& y) {
   using acc_t = at::opmath_type<out_t>;
-  const Dims& d = args.dims;
   const in_t* a_p = logits.data_ptr<in_t>();
   const at::Tensor tau_acc = tau_as<acc_t>(tau);
   const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
   out_t* y_p = y.data_ptr<out_t>();
-  for_each_tile(d, [&](const Tile& t) {
-    float* g = scratch<float, 3>(d.channels * kTile);
-    acc_t* z = scratch<acc_t, 4>(d.channels * kTile);
-    acc_t tau_l[kTile], inv_tau[kTile];
-    lane_tau(t, tau_p, tau_l, inv_tau);
-    fill_gumbel(t, d, args.seed, args.offset, g);
-    const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
-    for (int64_t c = 0; c < d.channels; ++c) {
-      const in_t* ac = a_p + base + c * cs;
-      const float* gc = g + c * kTile;
-      acc_t* zc = z + c * kTile;
-      for (int64_t i = 0; i < t.n; ++i) zc[i] = static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i]);
-    }
-    // Subtract each field's max of a + g before dividing by tau: huge logits at a small tau would
-    // otherwise overflow to inf (softmax is shift-invariant, so y is unchanged).
-    acc_t mx[kTile];
-    for (int64_t j = 0; j < args.layout.num_fields(); ++j) {
-      const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-      field_max(z + o * kTile, K, t.n, mx);
-      for (int64_t k = 0; k < K; ++k) {
-        acc_t* zk = z + (o + k) * kTile;
-        for (int64_t i = 0; i < t.n; ++i) zk[i] = (zk[i] - mx[i]) * inv_tau[i];
-      }
-    }
-    write_relaxed(t, d, args.layout, z, y_p);
-  });
+  for_each_tile(args.dims, [&](const Tile& t) { relax_logits_tile<in_t, out_t>(t, args, a_p, tau_p, y_p); });
 }
 
 at::Tensor relax_from_labels_cpu(const at::Tensor& labels_in, at::IntArrayRef field_sizes, const at::Tensor& tau,

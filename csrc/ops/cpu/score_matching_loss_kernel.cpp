@@ -17,8 +17,8 @@ namespace {
 
 // One tile: per-position loss into loss_p (if not null) and gradient into grad_p (if not null) with
 // per-position weights w (w_scalar when w_pos is null).
-template <typename in_t>
-void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
+template <typename in_t, bool KL>
+GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
                const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
                const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
   using acc_t = at::opmath_type<in_t>;
@@ -27,7 +27,10 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
   float* g = scratch<float, 1>(d.channels * kTile);
   acc_t* lq = scratch<acc_t, 2>(d.channels * kTile);
   acc_t* lp = scratch<acc_t, 3>(d.channels * kTile);
-  acc_t tau_l[kTile], inv_tau[kTile], mx_q[kTile], ls_q[kTile], mx_p[kTile], ls_p[kTile], acc[kTile], w[kTile];
+  acc_t* eq = scratch<acc_t, 4>(d.channels * kTile);
+  acc_t* ep = scratch<acc_t, 5>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], mx_q[kTile], ls_q[kTile], is_q[kTile], mx_p[kTile], ls_p[kTile], is_p[kTile],
+      acc[kTile], w[kTile];
   lane_tau(t, tau_p, tau_l, inv_tau);
   fill_gumbel(t, d, seed, offset, g);
   const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
@@ -39,18 +42,21 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
   }
   for (int64_t j = 0; j < J; ++j) {
     const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-    acc_t* q = lq + o * kTile;  // becomes log q, then q
-    acc_t* p = lp + o * kTile;  // becomes log p, then p
-    field_lse(q, K, t.n, mx_q, ls_q);
-    field_lse(p, K, t.n, mx_p, ls_p);
+    acc_t* q = lq + o * kTile;  // -g, then q = softmax(-g)
+    acc_t* p = lp + o * kTile;  // l, then p = softmax(l)
+    field_softmax_parts(q, K, t.n, mx_q, ls_q, is_q, eq + o * kTile);
+    field_softmax_parts(p, K, t.n, mx_p, ls_p, is_p, ep + o * kTile);
     for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
     const acc_t kk = static_cast<acc_t>(K);
+    // The kind is a template parameter so this innermost loop has no branch and vectorizes.
     for (int64_t k = 0; k < K; ++k) {
+      const acc_t* eqk = eq + (o + k) * kTile;
+      const acc_t* epk = ep + (o + k) * kTile;
       for (int64_t i = 0; i < t.n; ++i) {
-        const acc_t log_q = (q[k * kTile + i] - mx_q[i]) - ls_q[i];
-        const acc_t log_p = (p[k * kTile + i] - mx_p[i]) - ls_p[i];
-        const acc_t qk = math::fast_exp(log_q), pk = math::fast_exp(log_p);
-        if (args.kl) {
+        const acc_t qk = eqk[i] * is_q[i], pk = epk[i] * is_p[i];
+        if (KL) {
+          const acc_t log_q = (q[k * kTile + i] - mx_q[i]) - ls_q[i];
+          const acc_t log_p = (p[k * kTile + i] - mx_p[i]) - ls_p[i];
           acc[i] += qk * (log_q - log_p);
         } else {
           acc[i] += (pk - qk) * (pk - qk);
@@ -59,7 +65,7 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
         p[k * kTile + i] = pk;
       }
     }
-    if (!args.kl) {
+    if (!KL) {
       for (int64_t i = 0; i < t.n; ++i) acc[i] *= acc_t(0.5) * tau_l[i] * tau_l[i] * kk * kk;
     }
     if (loss_p != nullptr) {
@@ -67,7 +73,7 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
     }
     if (grad_p == nullptr) continue;
     for (int64_t i = 0; i < t.n; ++i) w[i] = w_pos ? w_pos[t.pos_index(i, j, J, d.spatial)] : w_scalar;
-    if (args.kl) {
+    if (KL) {
       for (int64_t k = 0; k < K; ++k) {
         in_t* gk = grad_p + base + (o + k) * cs;
         for (int64_t i = 0; i < t.n; ++i) {
@@ -92,6 +98,14 @@ void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offs
   }
 }
 
+at::Tensor reduce_loss(const at::Tensor& per_pos, const LossArgs& args, at::ScalarType acc_type) {
+  if (args.reduction == kReduceNone) return per_pos;
+  // Sum in float64 so large volumes do not lose the small per-position terms.
+  at::Tensor total = per_pos.sum(at::kDouble);
+  if (args.reduction == kReduceMean) total = total / static_cast<double>(std::max<int64_t>(args.dims.batch, 1));
+  return total.to(acc_type);
+}
+
 at::Tensor score_matching_loss_cpu(const at::Tensor& output_in, const at::Tensor& rng_state,
                                    at::IntArrayRef field_sizes, const at::Tensor& tau, c10::string_view kind,
                                    c10::string_view reduction) {
@@ -108,14 +122,14 @@ at::Tensor score_matching_loss_cpu(const at::Tensor& output_in, const at::Tensor
     const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
     acc_t* loss_p = per_pos.data_ptr<acc_t>();
     for_each_tile(args.dims, [&](const Tile& t) {
-      loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
+      if (args.kl) {
+        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
+      } else {
+        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
+      }
     });
   });
-  if (args.reduction == kReduceNone) return per_pos;
-  // Sum in float64 so large volumes do not lose the small per-position terms.
-  at::Tensor total = per_pos.sum(at::kDouble);
-  if (args.reduction == kReduceMean) total = total / static_cast<double>(std::max<int64_t>(args.dims.batch, 1));
-  return total.to(acc_type);
+  return reduce_loss(per_pos, args, acc_type);
 }
 
 at::Tensor score_matching_loss_backward_cpu(const at::Tensor& grad_in, const at::Tensor& output_in,
@@ -144,15 +158,54 @@ at::Tensor score_matching_loss_backward_cpu(const at::Tensor& grad_in, const at:
     }
     const acc_t* w_p = w_pos.defined() ? w_pos.data_ptr<acc_t>() : nullptr;
     for_each_tile(args.dims, [&](const Tile& t) {
-      loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
+      if (args.kl) {
+        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
+      } else {
+        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
+      }
     });
   });
   return grad_l;
 }
 
+// Loss and the gradient for a unit incoming gradient in one pass (the CPU is compute-bound, so
+// regenerating the noise in a separate backward would cost as much as the forward again).
+std::tuple<at::Tensor, at::Tensor> score_matching_loss_with_grad_cpu(const at::Tensor& output_in,
+                                                                     const at::Tensor& rng_state,
+                                                                     at::IntArrayRef field_sizes,
+                                                                     const at::Tensor& tau, c10::string_view kind,
+                                                                     c10::string_view reduction) {
+  const LossArgs args = check_score_matching_loss(output_in, rng_state, field_sizes, tau, kind, reduction);
+  uint64_t seed, offset;
+  read_state(rng_state, &seed, &offset);
+  const at::Tensor output = output_in.contiguous();
+  const auto acc_type = output.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor per_pos = at::empty(per_position_shape(output, args.layout.num_fields()), output.options().dtype(acc_type));
+  at::Tensor grad_l = at::empty(output.sizes(), output.options());
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "score_matching_loss_wg_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    const at::Tensor tau_acc = tau_as<acc_t>(tau);
+    const scalar_t* l_p = output.data_ptr<scalar_t>();
+    const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
+    acc_t* loss_p = per_pos.data_ptr<acc_t>();
+    scalar_t* g_p = grad_l.data_ptr<scalar_t>();
+    const acc_t w = args.reduction == kReduceMean
+                        ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(args.dims.batch, 1)) : acc_t(1);
+    for_each_tile(args.dims, [&](const Tile& t) {
+      if (args.kl) {
+        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
+      } else {
+        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
+      }
+    });
+  });
+  return {reduce_loss(per_pos, args, acc_type), grad_l};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(gnsm, CPU, m) {
+  m.impl("score_matching_loss_with_grad", &score_matching_loss_with_grad_cpu);
   m.impl("score_matching_loss", &score_matching_loss_cpu);
   m.impl("score_matching_loss_backward", &score_matching_loss_backward_cpu);
 }

@@ -12,36 +12,42 @@ namespace cpu {
 namespace {
 
 template <typename in_t>
-void score_norms_impl(const at::Tensor& output, const at::Tensor& tau, const NormArgs& args, at::Tensor& sq) {
+GNSM_CPU_MULTIVERSION void score_norms_tile(const Tile& t, const NormArgs& args, const in_t* l_p,
+                                            const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* sq_p) {
   using acc_t = at::opmath_type<in_t>;
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
+  acc_t* l = scratch<acc_t, 1>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], mx[kTile], log_sum[kTile], acc[kTile];
+  lane_tau(t, tau_p, tau_l, inv_tau);
+  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+  for (int64_t c = 0; c < d.channels; ++c) {
+    for (int64_t i = 0; i < t.n; ++i) l[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
+  }
+  for (int64_t j = 0; j < J; ++j) {
+    const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
+    field_lse(l + o * kTile, K, t.n, mx, log_sum);
+    for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
+    for (int64_t k = 0; k < K; ++k) {
+      const acc_t* lk = l + (o + k) * kTile;
+      for (int64_t i = 0; i < t.n; ++i) {
+        const acc_t p = math::fast_exp((lk[i] - mx[i]) - log_sum[i]);
+        const acc_t s = math::score_from_prob(p, static_cast<acc_t>(K), tau_l[i]);
+        acc[i] += s * s;
+      }
+    }
+    for (int64_t i = 0; i < t.n; ++i) sq_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
+  }
+}
+
+template <typename in_t>
+void score_norms_impl(const at::Tensor& output, const at::Tensor& tau, const NormArgs& args, at::Tensor& sq) {
+  using acc_t = at::opmath_type<in_t>;
   const in_t* l_p = output.data_ptr<in_t>();
   const at::Tensor tau_acc = tau_as<acc_t>(tau);
   const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
   acc_t* sq_p = sq.data_ptr<acc_t>();
-  for_each_tile(d, [&](const Tile& t) {
-    acc_t* l = scratch<acc_t, 1>(d.channels * kTile);
-    acc_t tau_l[kTile], inv_tau[kTile], mx[kTile], log_sum[kTile], acc[kTile];
-    lane_tau(t, tau_p, tau_l, inv_tau);
-    const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
-    for (int64_t c = 0; c < d.channels; ++c) {
-      for (int64_t i = 0; i < t.n; ++i) l[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
-    }
-    for (int64_t j = 0; j < J; ++j) {
-      const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-      field_lse(l + o * kTile, K, t.n, mx, log_sum);
-      for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
-      for (int64_t k = 0; k < K; ++k) {
-        const acc_t* lk = l + (o + k) * kTile;
-        for (int64_t i = 0; i < t.n; ++i) {
-          const acc_t s = math::score_from_prob(math::fast_exp((lk[i] - mx[i]) - log_sum[i]), static_cast<acc_t>(K), tau_l[i]);
-          acc[i] += s * s;
-        }
-      }
-      for (int64_t i = 0; i < t.n; ++i) sq_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
-    }
-  });
+  for_each_tile(args.dims, [&](const Tile& t) { score_norms_tile<in_t>(t, args, l_p, tau_p, sq_p); });
 }
 
 std::tuple<at::Tensor, at::Tensor> score_norms_cpu(const at::Tensor& output_in, at::IntArrayRef field_sizes,
