@@ -1,0 +1,5 @@
+"""gnsm detectors: the shared ``BaseDetector`` contract and the detectors built on it."""
+from .base import BaseDetector
+from .hgad import HGADDetector
+
+__all__ = ["BaseDetector", "HGADDetector"]

@@ -1,0 +1,640 @@
+"""``GNSMDetector``: Gumbel Noise Score Matching anomaly detection on categorical / mixed tables.
+
+A tau-conditioned score network is trained on the training inliers with the fused score-matching
+loss (DESIGN.md 1.2-1.5); each record is then turned into a feature vector and a density head
+fitted on the features of the training inliers gives the anomaly score (higher = more anomalous).
+
+Two scoring modes (``scoring=``):
+
+``"denoise"`` (default, chosen by measurement; see ``docs/detector.md``)
+    the model's own denoising error: for each temperature of the scoring schedule, each field and
+    ``n_noise_copies`` noised copies of the record (``gnsm.ops.relax_from_labels``), the per-field
+    KL(softmax(-g) || softmax(l)) from ``gnsm.ops.score_matching_loss(reduction="none")``, averaged
+    over the copies (numerical columns: the Gaussian denoising error ``0.5 (sigma s + e)^2``).
+    Features: (temperature, field) -> flattened. Default head: ``"loss"``, the summed denoising error
+    itself (no density model; in diffusion terms a likelihood bound of the record).
+``"paper"``
+    DESIGN 1.6: the L2 norm of the score of the clean record at every temperature
+    (``gnsm.ops.score_norms``): an N-dimensional feature per record. Default head: GMM with the
+    number of components chosen by held-out log-likelihood.
+
+Heads (``head=``): ``"gmm"`` (sklearn GaussianMixture, full covariance, components by held-out
+log-likelihood on the validation inliers or by K-fold CV), ``"kde"`` (Gaussian KDE, bandwidth by
+held-out log-likelihood), ``"knn"`` (distance to the k-th nearest training feature vector) and
+``"hgad"`` (:func:`gnsm.detectors.hgad.fit_hgad_head`) and ``"loss"`` (no density model: the summed
+denoising error itself, a diffusion-style likelihood bound). Every sklearn fit runs under a one-thread
+BLAS limit: a multithreaded BLAS made a small GMM fit ~100x slower on a 2-core machine.
+
+Explanations: :meth:`GNSMDetector.field_contributions` gives, per record and field, the field's
+feature (denoising error, or score norm in paper mode) averaged over temperatures and standardized
+against the training inliers (a z-score); :meth:`GNSMDetector.explain` lists the ``top_k`` fields.
+
+Input policies are those of :class:`gnsm.data.TabularEncoder` (unseen categories -> reserved slot
+or raise, missing values -> own category or raise, single-valued columns dropped with a warning,
+column mismatches raise). A category unseen in training lands in a slot the network never saw
+as a true class, which makes its denoising error (and score) large.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor, nn
+
+from ..data import TabularEncoder
+from ..schedule import Schedule
+from .base import BaseDetector
+
+__all__ = ["GNSMDetector", "SCORINGS", "HEADS"]
+
+SCORINGS = ("denoise", "paper")
+HEADS = ("gmm", "kde", "knn", "hgad", "loss")
+_DEFAULT_HEAD = {"denoise": "loss", "paper": "gmm"}
+
+
+# ---------------------------------------------------------------------------- small helpers
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _blas_limit():
+    """Context manager limiting BLAS/OpenMP threads of numpy/scipy/sklearn to one."""
+    try:
+        from ..threads import limit_blas_threads  # engineer C's helper, when present
+        return limit_blas_threads(1)
+    except (ImportError, TypeError):
+        from threadpoolctl import threadpool_limits
+        return threadpool_limits(limits=1)
+
+
+def _field_log_softmax(x: Tensor, sizes: Sequence[int]) -> Tensor:
+    return torch.cat([p.log_softmax(dim=1) for p in torch.split(x, list(sizes), dim=1)], dim=1)
+
+
+def _onehot_logits(codes: Tensor, sizes: Sequence[int], eps: float) -> Tensor:
+    """a = log(clip(onehot(c), eps, 1)) per field, (B, C)."""
+    offsets = torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], device=codes.device, dtype=torch.long)
+    a = torch.full((codes.shape[0], int(sum(sizes))), math.log(eps), device=codes.device)
+    a.scatter_(1, codes.long() + offsets[None, :], 0.0)
+    return a
+
+
+# ---------------------------------------------------------------------------- heads
+class _Head:
+    """A fitted density head on standardized features: ``score(F) -> float64 (n,)``."""
+
+    def __init__(self, kind: str, mean: np.ndarray, scale: np.ndarray) -> None:
+        self.kind, self.mean, self.scale = kind, mean, scale
+        self.meta: dict[str, Any] = {}
+        self.arrays: dict[str, np.ndarray] = {}
+        self.model: Any = None
+
+    def z(self, F: np.ndarray) -> np.ndarray:
+        return (F - self.mean) / self.scale
+
+
+def _standardizer(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mean = F.mean(axis=0)
+    std = F.std(axis=0)
+    return mean, np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, 1.0)
+
+
+def _gmm_from_arrays(arrays: dict[str, np.ndarray]):
+    from sklearn.mixture import GaussianMixture
+    k = int(arrays["weights"].shape[0])
+    gm = GaussianMixture(n_components=k, covariance_type="full")
+    gm.weights_ = arrays["weights"]
+    gm.means_ = arrays["means"]
+    gm.covariances_ = arrays["covariances"]
+    gm.precisions_cholesky_ = arrays["precisions_cholesky"]
+    gm.converged_ = True
+    gm.n_features_in_ = arrays["means"].shape[1]
+    return gm
+
+
+def _fit_gmm(Z: np.ndarray, Z_val: np.ndarray | None, max_components: int, seed: int) -> tuple[Any, dict]:
+    from sklearn.mixture import GaussianMixture
+    from sklearn.model_selection import KFold
+
+    n = Z.shape[0]
+    ks = [k for k in range(1, max_components + 1) if k * 5 <= n] or [1]
+
+    def make(k: int) -> GaussianMixture:
+        return GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=1, max_iter=200, random_state=seed)
+
+    held: dict[int, float] = {}
+    for k in ks:
+        if Z_val is not None and len(Z_val) >= 10:
+            held[k] = float(make(k).fit(Z).score(Z_val))
+        else:
+            folds = KFold(n_splits=3, shuffle=True, random_state=seed).split(Z)
+            held[k] = float(np.mean([make(k).fit(Z[tr]).score(Z[te]) for tr, te in folds]))
+        if k > 2 and held[k] < max(held.values()) - 1.0:
+            break  # held-out likelihood is falling clearly: stop the search
+    best = max(held, key=held.get)
+    gm = make(best).fit(Z if Z_val is None else np.concatenate([Z, Z_val]))
+    return gm, {"n_components": int(best), "heldout_loglik": {str(k): v for k, v in held.items()}}
+
+
+def _fit_kde(Z: np.ndarray, Z_val: np.ndarray | None, seed: int) -> tuple[float, dict]:
+    from sklearn.model_selection import KFold
+    from sklearn.neighbors import KernelDensity
+
+    n, d = Z.shape
+    scott = n ** (-1.0 / (d + 4))
+    grid = [scott * f for f in (0.25, 0.5, 1.0, 2.0)]
+    held = {}
+    for bw in grid:
+        if Z_val is not None and len(Z_val) >= 10:
+            held[bw] = float(KernelDensity(bandwidth=bw).fit(Z).score_samples(Z_val).mean())
+        else:
+            folds = KFold(n_splits=3, shuffle=True, random_state=seed).split(Z)
+            held[bw] = float(np.mean([KernelDensity(bandwidth=bw).fit(Z[tr]).score_samples(Z[te]).mean()
+                                      for tr, te in folds]))
+    best = max(held, key=held.get)
+    return best, {"bandwidth": float(best), "heldout_loglik": {f"{k:.4g}": v for k, v in held.items()}}
+
+
+# ---------------------------------------------------------------------------- detector
+class GNSMDetector(BaseDetector):
+    """Gumbel Noise Score Matching anomaly detector for categorical / mixed tables.
+
+    Args:
+        contamination: expected anomaly fraction of the training data (sets ``threshold_``).
+        scoring: ``"denoise"`` (default) or ``"paper"`` (see the module docstring).
+        head: ``"gmm"``, ``"kde"``, ``"knn"``, ``"hgad"``, ``"loss"`` or None (``loss`` for denoise, ``gmm``
+            for paper).
+        n_neighbors: k of the k-NN head.
+        max_components: largest GMM size tried.
+        head_options: extra keyword arguments of the HGAD head.
+        n_temperatures: N of the training schedule (DESIGN 1.5).
+        tau_max, tau_min: temperature range of the schedule.
+        eps: clip of the one-hot (DESIGN 1.1). The paper uses 1e-5, at which the noise practically never
+            flips a category; the default 0.01 lets it flip (measured better, see docs/detector.md).
+        n_score_temperatures: temperatures used for denoise features (evenly spaced indices of the
+            schedule; None: all N).
+        n_noise_copies: noised copies per record and temperature for denoise features.
+        width, depth, dropout: network size (``gnsm.models`` ResMLP when available).
+        n_steps: optimizer steps; ``"auto"`` scales with the data (about 4 epochs, 600..3000 steps).
+        batch_size, lr, weight_decay, ema_decay: optimizer settings.
+        categorical, numerical, unseen, missing: :class:`gnsm.data.TabularEncoder` policies.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        random_state: seed of weights, noise and head.
+        verbose: progress bar and messages.
+    """
+
+    input_kind = "frame"  # for the evaluation registry
+
+    def __init__(self, contamination: float = 0.1, scoring: str = "denoise", head: str | None = None,
+                 n_neighbors: int = 5, max_components: int = 6, head_options: dict | None = None,
+                 n_temperatures: int = 20, tau_max: float = 20.0, tau_min: float = 2.0, eps: float = 0.01,
+                 n_score_temperatures: int | None = 10, n_noise_copies: int = 4,
+                 width: int = 128, depth: int = 2, dropout: float = 0.0,
+                 n_steps: int | str = "auto", batch_size: int = 256, lr: float = 2e-3,
+                 weight_decay: float = 1e-4, ema_decay: float = 0.995,
+                 categorical: Sequence[Any] | None = None, numerical: Sequence[Any] | None = None,
+                 unseen: str = "unknown", missing: str = "category",
+                 device: str = "auto", random_state: int | None = 0, verbose: bool = False) -> None:
+        super().__init__(contamination=contamination)
+        self.scoring = scoring
+        self.head = head
+        self.n_neighbors = n_neighbors
+        self.max_components = max_components
+        self.head_options = head_options
+        self.n_temperatures = n_temperatures
+        self.tau_max = tau_max
+        self.tau_min = tau_min
+        self.eps = eps
+        self.n_score_temperatures = n_score_temperatures
+        self.n_noise_copies = n_noise_copies
+        self.width = width
+        self.depth = depth
+        self.dropout = dropout
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
+        self.categorical = categorical
+        self.numerical = numerical
+        self.unseen = unseen
+        self.missing = missing
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ parameters
+    @property
+    def head_kind_(self) -> str:
+        return self.head or _DEFAULT_HEAD[self.scoring]
+
+    def _check_params(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring: expected one of {list(SCORINGS)}, got {self.scoring!r}")
+        if self.head is not None and self.head not in HEADS:
+            raise ValueError(f"head: expected one of {list(HEADS)} or None, got {self.head!r}")
+        if not (0.0 < float(self.eps) < 1.0):
+            raise ValueError(f"eps: expected a value in (0, 1), got {self.eps!r}")
+        if not (self.tau_max >= self.tau_min > 0):
+            raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {self.tau_max}, {self.tau_min}")
+        if isinstance(self.n_steps, str) and self.n_steps != "auto":
+            raise ValueError(f"n_steps: expected a positive int or 'auto', got {self.n_steps!r}")
+        if not isinstance(self.n_steps, str) and int(self.n_steps) < 1:
+            raise ValueError(f"n_steps: expected a positive int or 'auto', got {self.n_steps!r}")
+        if int(self.n_noise_copies) < 1:
+            raise ValueError(f"n_noise_copies: expected >= 1, got {self.n_noise_copies}")
+        if int(self.n_neighbors) < 1:
+            raise ValueError(f"n_neighbors: expected >= 1, got {self.n_neighbors}")
+
+    def _schedule(self) -> Schedule:
+        return Schedule(n=int(self.n_temperatures), tau_max=float(self.tau_max), tau_min=float(self.tau_min))
+
+    def _score_indices(self) -> list[int]:
+        n = int(self.n_temperatures)
+        m = self.n_score_temperatures
+        if m is None or int(m) >= n:
+            return list(range(n))
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, int(m))})
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X: Any, y: Any = None, X_val: Any = None) -> "GNSMDetector":
+        """Train the score network and the head on inliers ``X`` (``y`` is ignored).
+
+        ``X_val``: optional validation inliers (same columns): used for the held-out likelihood that
+        picks the GMM / KDE size and reported as ``val_loss_``. Without it, K-fold CV on ``X``.
+        """
+        self._X_val = X_val
+        try:
+            return super().fit(X, y)
+        finally:
+            del self._X_val
+
+    def features(self, X: Any) -> np.ndarray:
+        """Raw per-record feature vectors (n, T * (D + J)) that the head sees."""
+        self._check_fitted("features")
+        codes, num = self._encode(X)
+        return self._features(codes, num).reshape(len(codes), -1)
+
+    @torch.no_grad()
+    def score_norm_profiles(self, X: Any) -> np.ndarray:
+        """Per-record score norms of the clean record at all N temperatures, (n, N), noisiest first
+        (the paper's features, whatever ``scoring`` is)."""
+        self._check_fitted("score_norm_profiles")
+        codes, num = self._encode(X)
+        out = []
+        for start in range(0, len(codes), 4096):
+            F = self._norm_features(codes[start:start + 4096].to(self._dev), num[start:start + 4096].to(self._dev))
+            out.append(F.double().pow(2).sum(dim=2).sqrt().cpu())
+        return torch.cat(out).numpy()
+
+    def field_contributions(self, X: Any) -> pd.DataFrame:
+        """Per-record, per-field contribution: the field's feature averaged over temperatures,
+        standardized against the training inliers (z-score). Columns = fitted column names."""
+        self._check_fitted("field_contributions")
+        codes, num = self._encode(X)
+        F = self._features(codes, num).mean(axis=1)  # (n, D + J)
+        Z = (F - self.field_mean_) / self.field_scale_
+        return pd.DataFrame(Z, columns=[str(c) for c in self.field_names_], index=self._index(X))
+
+    def explain(self, X: Any, top_k: int = 3) -> pd.DataFrame:
+        """The ``top_k`` most anomalous fields of each record.
+
+        Returns a DataFrame (one row per record, index as in ``X`` for a DataFrame) with columns
+        ``score`` and, for k = 1..top_k, ``field_k`` (column name), ``value_k`` (the record's
+        value) and ``contribution_k`` (z-score of the field against the training inliers).
+        """
+        if int(top_k) < 1:
+            raise ValueError(f"top_k: expected >= 1, got {top_k}")
+        contrib = self.field_contributions(X)
+        scores = self.decision_function(X)
+        k = min(int(top_k), contrib.shape[1])
+        C = contrib.to_numpy()
+        order = np.argsort(-C, axis=1, kind="stable")[:, :k]
+        names = np.asarray(contrib.columns, dtype=object)
+        values = self._raw_values(X)
+        out: dict[str, Any] = {"score": scores}
+        for r in range(k):
+            idx = order[:, r]
+            out[f"field_{r + 1}"] = names[idx]
+            out[f"value_{r + 1}"] = values[np.arange(len(idx)), idx]
+            out[f"contribution_{r + 1}"] = C[np.arange(len(idx)), idx]
+        return pd.DataFrame(out, index=contrib.index)
+
+    # ------------------------------------------------------------------ BaseDetector hooks
+    def _fit(self, X: Any, y: Any = None) -> np.ndarray:
+        self._check_params()
+        seed = 0 if self.random_state is None else int(self.random_state)
+        from ..threads import ensure_configured
+        ensure_configured()
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        self.encoder_ = TabularEncoder(categorical=self.categorical, numerical=self.numerical,
+                                       unseen=self.unseen, missing=self.missing)
+        enc = self.encoder_.fit_transform(X)
+        if self.encoder_.n_fields == 0:
+            raise ValueError("X: no categorical column left to model (all-numeric table, or every categorical "
+                             "column is single-valued); GNSM needs at least one categorical field")
+        if len(enc.codes) < 2:
+            raise ValueError(f"X: need at least 2 rows to fit, got {len(enc.codes)}")
+        self.field_sizes_ = list(self.encoder_.field_sizes)
+        self.n_numerical_ = int(self.encoder_.n_numerical)
+        self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
+        codes = torch.as_tensor(enc.codes, dtype=torch.long)
+        num = torch.as_tensor(enc.numerical, dtype=torch.float32)
+        val = None
+        if getattr(self, "_X_val", None) is not None:
+            v = self.encoder_.transform(self._X_val)
+            val = (torch.as_tensor(v.codes, dtype=torch.long), torch.as_tensor(v.numerical, dtype=torch.float32))
+
+        self._dev = _resolve_device(self.device)
+        from ..models import TabularResMLP
+        self.model_ = TabularResMLP(self.field_sizes_, self.n_numerical_, width=int(self.width), depth=int(self.depth),
+                                    dropout=float(self.dropout), tau_min=float(self.tau_min),
+                                    tau_max=float(self.tau_max))
+        self.model_config_ = self.model_.config()
+        self.train_info_ = self._train(codes, num, val, seed)
+        self.train_time_ = time.perf_counter() - t0
+
+        # Head on training features; validation features (if any) choose its size.
+        F = self._features(codes, num)
+        F_val = self._features(*val) if val is not None else None
+        self._fit_field_stats(F)
+        train_scores = self._fit_head(F.reshape(len(F), -1),
+                                      None if F_val is None else F_val.reshape(len(F_val), -1), seed)
+        self.fit_time_ = time.perf_counter() - t0
+        return train_scores
+
+    def _score(self, X: Any) -> np.ndarray:
+        codes, num = self._encode(X)
+        F = self._features(codes, num)
+        return self._head_score(F.reshape(len(F), -1))
+
+    def _state_tensors(self) -> dict[str, Tensor]:
+        out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
+        out["field_mean"] = torch.as_tensor(self.field_mean_)
+        out["field_scale"] = torch.as_tensor(self.field_scale_)
+        h = self.head_
+        out["head.mean"] = torch.as_tensor(h.mean)
+        out["head.scale"] = torch.as_tensor(h.scale)
+        for k, v in h.arrays.items():
+            out[f"head.{k}"] = torch.as_tensor(v)
+        if h.kind == "hgad":
+            out.update({f"hgad.{k}": v for k, v in h.model.state_tensors().items()})
+        return out
+
+    def _state_meta(self) -> dict[str, Any]:
+        meta = {
+            "encoder": self.encoder_.to_dict(),
+            "model_config": self.model_config_,
+            "field_sizes": self.field_sizes_,
+            "n_numerical": self.n_numerical_,
+            "field_names": [str(c) if not isinstance(c, int) else c for c in self.field_names_],
+            "head": {"kind": self.head_.kind, **self.head_.meta},
+            "train_info": self.train_info_,
+        }
+        if self.head_.kind == "hgad":
+            meta["hgad"] = self.head_.model.state_meta()
+        return meta
+
+    def _load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        self.encoder_ = TabularEncoder.from_dict(meta["encoder"])
+        self.model_config_ = dict(meta["model_config"])
+        self.field_sizes_ = list(meta["field_sizes"])
+        self.n_numerical_ = int(meta["n_numerical"])
+        self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
+        self.train_info_ = meta.get("train_info", {})
+        self._dev = _resolve_device(self.device)
+        from ..models import build_model
+        self.model_ = build_model(self.model_config_)
+        self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model_.to(self._dev).eval()
+        self.field_mean_ = tensors["field_mean"].numpy()
+        self.field_scale_ = tensors["field_scale"].numpy()
+        hm = dict(meta["head"])
+        kind = hm.pop("kind")
+        head = _Head(kind, tensors["head.mean"].numpy(), tensors["head.scale"].numpy())
+        head.meta = hm
+        head.arrays = {k[5:]: v.numpy() for k, v in tensors.items()
+                       if k.startswith("head.") and k not in ("head.mean", "head.scale")}
+        if kind == "gmm":
+            head.model = _gmm_from_arrays(head.arrays)
+        elif kind == "hgad":
+            from .hgad import HGADHead
+            head.model = HGADHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("hgad.")},
+                                             meta["hgad"], device=self._dev)
+        self.head_ = head
+
+    # ------------------------------------------------------------------ encoding
+    def _encode(self, X: Any) -> tuple[Tensor, Tensor]:
+        enc = self.encoder_.transform(X)
+        return torch.as_tensor(enc.codes, dtype=torch.long), torch.as_tensor(enc.numerical, dtype=torch.float32)
+
+    @staticmethod
+    def _index(X: Any) -> pd.Index:
+        return X.index if isinstance(X, pd.DataFrame) else pd.RangeIndex(len(X))
+
+    def _raw_values(self, X: Any) -> np.ndarray:
+        if isinstance(X, pd.DataFrame):
+            return X[list(self.field_names_)].to_numpy(dtype=object)
+        arr = X.detach().cpu().numpy() if isinstance(X, Tensor) else np.asarray(X)
+        return arr[:, [int(c) for c in self.field_names_]].astype(object)
+
+    # ------------------------------------------------------------------ training
+    def _auto_steps(self, n: int) -> int:
+        if not isinstance(self.n_steps, str):
+            return int(self.n_steps)
+        return int(np.clip(4 * n / int(self.batch_size), 600, 3000))
+
+    def _noised(self, codes: Tensor, num: Tensor, idx: Tensor, gen: torch.Generator | None):
+        """Noised inputs at schedule indices ``idx``: (y, rng_state, tau, sigma, numerical noise e)."""
+        taus = self._schedule().taus().to(codes.device)
+        sigmas = self._schedule().sigmas().to(codes.device)
+        tau, sigma = taus[idx], sigmas[idx]
+        from .. import ops
+        y_cat, state = ops.relax_from_labels(codes, self.field_sizes_, tau, eps=float(self.eps), generator=gen)
+        if self.n_numerical_:
+            e = torch.randn(num.shape, generator=gen, device=num.device)
+            y = torch.cat([num + sigma[:, None] * e, y_cat], dim=1)
+        else:
+            e = num
+            y = y_cat
+        return y, state, tau, sigma, e
+
+    def _losses(self, model: nn.Module, codes: Tensor, num: Tensor, idx: Tensor,
+                gen: torch.Generator | None) -> Tensor:
+        """Per-field losses (B, D + J): numerical DSM error then per-field KL."""
+        from .. import ops
+        y, state, tau, sigma, e = self._noised(codes, num, idx, gen)
+        out = model(y, tau.log())
+        D = self.n_numerical_
+        kl = ops.score_matching_loss(out[:, D:].contiguous(), state, self.field_sizes_, tau, kind="kl",
+                                     reduction="none")
+        if D:
+            # The numerical output is the score s (target -e / sigma); 0.5 (sigma s + e)^2 is its error
+            # on the scale of the noise, comparable across temperatures.
+            err = 0.5 * (sigma[:, None] * out[:, :D].float() + e) ** 2
+            return torch.cat([err, kl], dim=1)
+        return kl
+
+    def _train(self, codes: Tensor, num: Tensor, val: tuple[Tensor, Tensor] | None, seed: int) -> dict:
+        from ..data.tensors import TabularData
+        from ..train import TrainConfig, Trainer
+
+        n = codes.shape[0]
+        steps = self._auto_steps(n)
+        bs = int(min(int(self.batch_size), n))
+        cfg = TrainConfig(steps=steps, batch_size=bs, lr=float(self.lr), weight_decay=float(self.weight_decay),
+                          warmup_steps=min(100, steps // 10), ema_decay=float(self.ema_decay), kind="kl",
+                          eps=float(self.eps), seed=seed, device=str(self._dev), progress=bool(self.verbose),
+                          val_every=max(steps // 4, 1) if val is not None else 10 ** 9)
+        trainer = Trainer(self.model_, self._schedule(), cfg, self.field_sizes_, self.n_numerical_)
+        D = self.n_numerical_
+        train = TabularData(codes, num if D else None)
+        vdata = None if val is None else TabularData(val[0], val[1] if D else None)
+        result = trainer.fit(train, val=vdata)
+        self.model_ = trainer.ema_model.eval()
+        info = {"steps": int(result.steps_run), "batch_size": bs, "seconds": float(result.seconds),
+                "final_train_loss": float(np.mean(result.history[-50:])) if result.history else None}
+        if result.val_history:
+            info["val_loss"] = float(result.val_history[-1][1])
+            self.val_loss_ = info["val_loss"]
+        return info
+
+    # ------------------------------------------------------------------ features
+    @torch.no_grad()
+    def _features(self, codes: Tensor, num: Tensor, batch: int = 4096) -> np.ndarray:
+        """(n, T, D + J) float64 features (denoise errors or score norms)."""
+        model = self.model_
+        model.eval()
+        dev = self._dev
+        seed = 0 if self.random_state is None else int(self.random_state)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed + 3)
+        out = []
+        for start in range(0, codes.shape[0], batch):
+            c = codes[start:start + batch].to(dev)
+            x = num[start:start + batch].to(dev)
+            if self.scoring == "paper":
+                out.append(self._norm_features(c, x))
+            else:
+                out.append(self._denoise_features(c, x, gen))
+        return torch.cat(out).double().cpu().numpy()
+
+    def _denoise_features(self, codes: Tensor, num: Tensor, gen: torch.Generator) -> Tensor:
+        B = codes.shape[0]
+        R = int(self.n_noise_copies)
+        feats = []
+        for i in self._score_indices():
+            idx = torch.full((B * R,), i, dtype=torch.long, device=codes.device)
+            err = self._losses(self.model_, codes.repeat(R, 1), num.repeat(R, 1), idx, gen)
+            feats.append(err.view(R, B, -1).mean(dim=0))
+        return torch.stack(feats, dim=1)
+
+    def _norm_features(self, codes: Tensor, num: Tensor) -> Tensor:
+        from .. import ops
+        taus = self._schedule().taus().to(codes.device)
+        a = _onehot_logits(codes, self.field_sizes_, float(self.eps))
+        D = self.n_numerical_
+        feats = []
+        for i in range(len(taus)):
+            tau = taus[i].expand(codes.shape[0]).contiguous()
+            y = _field_log_softmax(a / taus[i], self.field_sizes_)
+            if D:
+                y = torch.cat([num, y], dim=1)
+            out = self.model_(y, tau.log())
+            _, per_field = ops.score_norms(out[:, D:].contiguous(), self.field_sizes_, tau)
+            if D:
+                sigma = self._schedule().sigmas().to(codes.device)[i]
+                per_field = torch.cat([out[:, :D].float().abs(), per_field], dim=1)
+            feats.append(per_field)
+        return torch.stack(feats, dim=1)  # per-field norms; the record norm is their L2 norm
+
+    def _head_input(self, F: np.ndarray) -> np.ndarray:
+        """Paper mode: the head sees the per-record norm at each temperature (N features)."""
+        if self.scoring == "paper":
+            T = len(self._schedule().taus())
+            return np.sqrt((F.reshape(len(F), T, -1) ** 2).sum(axis=2))
+        return F
+
+    def _fit_field_stats(self, F: np.ndarray) -> None:
+        per_field = F.mean(axis=1)
+        self.field_mean_ = per_field.mean(axis=0)
+        std = per_field.std(axis=0)
+        self.field_scale_ = np.where(std > 1e-12, std, 1.0)
+
+    # ------------------------------------------------------------------ heads
+    def _fit_head(self, F: np.ndarray, F_val: np.ndarray | None, seed: int) -> np.ndarray:
+        kind = self.head_kind_
+        F = self._head_input(F)
+        F_val = None if F_val is None else self._head_input(F_val)
+        mean, scale = _standardizer(F)
+        head = _Head(kind, mean, scale)
+        Z = head.z(F)
+        Z_val = None if F_val is None else head.z(F_val)
+        with _blas_limit():
+            if kind == "gmm":
+                gm, info = _fit_gmm(Z, Z_val, int(self.max_components), seed)
+                head.model = gm
+                head.meta = info
+                head.arrays = {"weights": gm.weights_, "means": gm.means_, "covariances": gm.covariances_,
+                               "precisions_cholesky": gm.precisions_cholesky_}
+            elif kind == "kde":
+                bw, info = _fit_kde(Z, Z_val, seed)
+                head.meta = info
+                head.arrays = {"reference": Z}
+            elif kind == "knn":
+                head.meta = {"n_neighbors": int(min(self.n_neighbors, len(Z) - 1))}
+                head.arrays = {"reference": Z}
+            elif kind == "loss":
+                head.meta = {}
+            elif kind == "hgad":
+                from .hgad import fit_hgad_head
+                opts = {"random_state": seed, "device": str(self._dev), **(self.head_options or {})}
+                head.model = fit_hgad_head(Z, **opts)
+                head.meta = {}
+        self.head_ = head
+        if kind == "knn":
+            return self._knn_score(Z, exclude_self=True)
+        return self._head_score_z(Z)
+
+    def _head_score(self, F: np.ndarray) -> np.ndarray:
+        return self._head_score_z(self.head_.z(self._head_input(F)))
+
+    def _head_score_z(self, Z: np.ndarray) -> np.ndarray:
+        h = self.head_
+        with _blas_limit():
+            if h.kind == "gmm":
+                if h.model is None:
+                    h.model = _gmm_from_arrays(h.arrays)
+                return -h.model.score_samples(Z)
+            if h.kind == "kde":
+                from sklearn.neighbors import KernelDensity
+                if h.model is None:
+                    h.model = KernelDensity(bandwidth=float(h.meta["bandwidth"])).fit(h.arrays["reference"])
+                return -h.model.score_samples(Z)
+            if h.kind == "knn":
+                return self._knn_score(Z, exclude_self=False)
+            if h.kind == "loss":
+                return (Z * h.scale + h.mean).sum(axis=1)  # raw mean denoising loss, no density model
+            return np.asarray(h.model.score(Z), dtype=np.float64)
+
+    def _knn_score(self, Z: np.ndarray, exclude_self: bool) -> np.ndarray:
+        from sklearn.neighbors import NearestNeighbors
+        h = self.head_
+        k = max(1, int(h.meta["n_neighbors"]))
+        with _blas_limit():
+            if h.model is None:
+                h.model = NearestNeighbors(n_neighbors=k + 1).fit(h.arrays["reference"])
+            dist, _ = h.model.kneighbors(Z, n_neighbors=k + 1 if exclude_self else k)
+        return dist[:, -1].astype(np.float64)
+
+    def _more_tags(self) -> dict:  # scikit-learn: not a classifier/regressor
+        return {"requires_y": False}
+

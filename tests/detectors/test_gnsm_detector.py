@@ -1,0 +1,196 @@
+"""GNSMDetector: the PyOD-style contract on real data (bundled UCI cars), policies, checkpoints, explanations."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+from gnsm.datasets import load_dataset
+from gnsm.detectors.base import BaseDetector
+from gnsm.detectors.gnsm_detector import GNSMDetector
+from gnsm.evaluation import auroc, split_inliers
+
+STEPS = 150  # a small training budget and network: enough for the floor below, fast on 2 CPU cores
+SMALL = dict(width=64, depth=1)
+
+
+@pytest.fixture(scope="module")
+def cars():
+    ds = load_dataset("cars")
+    split = split_inliers(ds.y, 42)
+    X = ds.X
+    return dict(train=X.iloc[split.train].reset_index(drop=True), val=X.iloc[split.val].reset_index(drop=True),
+                test=X.iloc[split.test].reset_index(drop=True), y_test=ds.y[split.test])
+
+
+@pytest.fixture(scope="module")
+def fitted(cars):
+    det = GNSMDetector(n_steps=STEPS, random_state=0, contamination=0.1, **SMALL)
+    return det.fit(cars["train"], X_val=cars["val"])
+
+
+@pytest.fixture(scope="module")
+def fitted_paper(cars):
+    det = GNSMDetector(scoring="paper", n_steps=STEPS, random_state=0, max_components=3, **SMALL)
+    return det.fit(cars["train"], X_val=cars["val"])
+
+
+def test_constructor_only_stores_arguments():
+    det = GNSMDetector(scoring="paper", head="kde", n_steps=5)
+    assert det.get_params()["scoring"] == "paper" and det.get_params()["head"] == "kde"
+    assert not hasattr(det, "threshold_") and not hasattr(det, "model_")
+    det.set_params(head="knn", n_neighbors=3)
+    assert det.head == "knn" and det.n_neighbors == 3
+    twin = clone(det)
+    assert twin.get_params() == det.get_params() and twin is not det
+
+
+def test_fitted_attributes(fitted, cars):
+    n = len(cars["train"])
+    assert fitted.decision_scores_.shape == (n,)
+    assert np.isfinite(fitted.decision_scores_).all()
+    assert set(np.unique(fitted.labels_)) <= {0, 1}
+    assert 0.05 <= fitted.labels_.mean() <= 0.15  # contamination 0.1
+    assert np.isclose(fitted.threshold_, np.percentile(fitted.decision_scores_, 90))
+    assert fitted.field_sizes_ == [5, 5, 5, 4, 4, 4]  # observed categories + the unknown slot
+
+
+def test_predict_and_proba(fitted, cars):
+    scores = fitted.decision_function(cars["test"])
+    assert scores.shape == (len(cars["test"]),) and scores.dtype == np.float64
+    pred = fitted.predict(cars["test"])
+    assert np.array_equal(pred, (scores > fitted.threshold_).astype(int))
+    proba = fitted.predict_proba(cars["test"])
+    assert proba.shape == (len(scores), 2)
+    assert np.allclose(proba.sum(axis=1), 1.0) and (proba >= 0).all() and (proba <= 1).all()
+
+
+@pytest.mark.parametrize("mode", ["denoise", "paper"])
+def test_auroc_floor(mode, fitted, fitted_paper, cars):
+    det = fitted if mode == "denoise" else fitted_paper
+    assert auroc(cars["y_test"], det.decision_function(cars["test"])) > 0.7
+
+
+def test_codes_and_tensor_input(cars):
+    codes = np.stack([pd.factorize(cars["train"][c], sort=True)[0] for c in cars["train"].columns], axis=1)
+    det = GNSMDetector(**SMALL, n_steps=20, random_state=0).fit(codes)
+    s_np = det.decision_function(codes[:50])
+    s_t = det.decision_function(torch.as_tensor(codes[:50]))
+    assert np.allclose(s_np, s_t)
+
+
+def test_unseen_category_scores_high(fitted, cars):
+    rec = cars["test"].iloc[[0]].copy()
+    rec["safety"] = "never-seen"
+    score = fitted.decision_function(rec)[0]
+    assert score > fitted.decision_scores_.max()
+    assert fitted.predict(rec)[0] == 1
+
+
+def test_unseen_category_raise_policy(cars):
+    det = GNSMDetector(**SMALL, n_steps=10, unseen="raise", random_state=0).fit(cars["train"])
+    rec = cars["test"].iloc[[0]].copy()
+    rec["safety"] = "never-seen"
+    with pytest.raises(ValueError, match="safety"):
+        det.decision_function(rec)
+
+
+def test_missing_policy_and_column_checks(cars):
+    X = cars["train"].copy()
+    X.loc[0, "doors"] = None
+    with pytest.raises(ValueError, match="missing"):
+        GNSMDetector(**SMALL, n_steps=5, missing="raise").fit(X)
+    det = GNSMDetector(**SMALL, n_steps=5, random_state=0).fit(X)  # missing="category" by default
+    assert np.isfinite(det.decision_function(X.head(5))).all()
+    with pytest.raises(ValueError, match="column"):
+        det.decision_function(cars["test"].drop(columns=["doors"]))
+
+
+def test_all_numeric_table_raises():
+    X = pd.DataFrame({"a": np.arange(20.0), "b": np.arange(20.0) ** 2})
+    with pytest.raises(ValueError, match="categorical"):
+        GNSMDetector(**SMALL, n_steps=5).fit(X)
+
+
+def test_single_valued_column_dropped(cars):
+    X = cars["train"].assign(const="x")
+    with pytest.warns(UserWarning, match="const"):
+        det = GNSMDetector(**SMALL, n_steps=5, random_state=0).fit(X)
+    assert "const" not in det.field_names_
+
+
+def test_mixed_table_with_numericals():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"c": rng.choice(list("abc"), 300), "x": rng.normal(size=300)})
+    X["y"] = X["x"] * 2 + rng.normal(scale=0.1, size=300)
+    det = GNSMDetector(**SMALL, n_steps=30, random_state=0).fit(X)
+    assert det.n_numerical_ == 2
+    assert det.decision_function(X.head(10)).shape == (10,)
+    assert list(det.field_contributions(X.head(3)).columns) == ["x", "y", "c"]
+
+
+@pytest.mark.parametrize("head", ["gmm", "kde", "knn", "loss"])
+def test_heads_save_load_round_trip(head, fitted, cars, tmp_path):
+    det = clone(fitted).set_params(head=head, n_steps=20, n_score_temperatures=3, n_noise_copies=1)
+    det.fit(cars["train"], X_val=cars["val"])
+    before = det.decision_function(cars["test"])
+    det.save(tmp_path / "m")
+    again = GNSMDetector.load(tmp_path / "m")
+    assert np.array_equal(before, again.decision_function(cars["test"]))
+    assert again.threshold_ == det.threshold_
+    assert np.array_equal(again.decision_scores_, det.decision_scores_)
+    assert isinstance(BaseDetector.load(tmp_path / "m"), GNSMDetector)
+
+
+def test_paper_mode_round_trip(fitted_paper, cars, tmp_path):
+    before = fitted_paper.decision_function(cars["test"])
+    fitted_paper.save(tmp_path / "p")
+    again = GNSMDetector.load(tmp_path / "p", device="cpu")
+    assert np.array_equal(before, again.decision_function(cars["test"]))
+    assert again.head_.kind == "gmm" and again.head_.meta["n_components"] >= 1
+
+
+def test_score_norm_profiles(fitted, cars):
+    prof = fitted.score_norm_profiles(cars["test"].head(7))
+    assert prof.shape == (7, fitted.n_temperatures) and np.isfinite(prof).all() and (prof >= 0).all()
+
+
+def test_explain_shape_and_planted_field(fitted, cars):
+    X = cars["test"].head(6).copy()
+    X.loc[X.index[2], "persons"] = "planted-unseen"
+    ex = fitted.explain(X, top_k=3)
+    assert list(ex.columns) == ["score", "field_1", "value_1", "contribution_1", "field_2", "value_2",
+                                "contribution_2", "field_3", "value_3", "contribution_3"]
+    assert len(ex) == 6 and (ex.index == X.index).all()
+    assert ex.loc[X.index[2], "field_1"] == "persons"
+    assert ex.loc[X.index[2], "value_1"] == "planted-unseen"
+    assert (ex["contribution_1"] >= ex["contribution_2"]).all()
+    contrib = fitted.field_contributions(X)
+    assert contrib.shape == (6, 6)
+
+
+def test_bad_parameters(cars):
+    with pytest.raises(ValueError, match="scoring"):
+        GNSMDetector(scoring="nope").fit(cars["train"])
+    with pytest.raises(ValueError, match="head"):
+        GNSMDetector(head="nope").fit(cars["train"])
+    with pytest.raises(ValueError, match="eps"):
+        GNSMDetector(eps=0.0).fit(cars["train"])
+
+
+def test_not_fitted_raises(cars):
+    from sklearn.exceptions import NotFittedError
+    with pytest.raises(NotFittedError):
+        GNSMDetector().decision_function(cars["test"])
+
+
+def test_registered_with_evaluation():
+    from gnsm.evaluation import gnsm_entry  # noqa: F401
+    from gnsm.evaluation import list_detectors, make_detector
+    assert {"gnsm", "gnsm-paper"} <= set(list_detectors())
+    det = make_detector("gnsm-paper", seed=43)
+    assert isinstance(det, GNSMDetector) and det.scoring == "paper" and det.random_state == 43
