@@ -1,5 +1,6 @@
 """gnsm detectors: the shared ``BaseDetector`` contract and the detectors built on it."""
 from .base import BaseDetector
+from .gnsm_detector import GNSMDetector
 from .hgad import HGADDetector
 
-__all__ = ["BaseDetector", "HGADDetector"]
+__all__ = ["BaseDetector", "GNSMDetector", "HGADDetector"]
