@@ -7,7 +7,6 @@ dim 1, ``(B, C, *spatial)`` with ``C = sum(field_sizes)``.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
@@ -140,19 +139,3 @@ def gaussian_dsm_loss(s_num: torch.Tensor, noise: torch.Tensor, sigma: torch.Ten
     """Numerical columns: 0.5 ||s_num + eps/sigma||^2 per record, with x_noisy = x + sigma * eps."""
     sig = sigma.reshape(-1, *([1] * (s_num.dim() - 1)))
     return 0.5 * (s_num + noise / sig).square().flatten(1).sum(dim=1)
-
-
-def reference_step(labels: torch.Tensor, field_sizes: Sequence[int], tau: torch.Tensor, l: torch.Tensor,
-                   eps: float = DEFAULT_EPS, kind: str = "kl", generator: torch.Generator | None = None
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper-style eager pipeline that the benchmarks time: noise -> relax -> loss.
-
-    Returns (y, loss); ``l`` stands in for the network output (it should require grad).
-    """
-    g = sample_gumbel((labels.shape[0], sum(field_sizes), *labels.shape[2:]), generator=generator,
-                      device=labels.device)
-    y = relax_from_labels(labels, field_sizes, tau, g, eps)
-    return y, score_matching_loss(l, g, tau, field_sizes, kind=kind, reduction="mean")
-
-
-LOG_EPS = math.log(DEFAULT_EPS)

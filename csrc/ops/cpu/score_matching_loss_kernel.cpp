@@ -98,6 +98,18 @@ GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64
   }
 }
 
+// Runs loss_tile with the kind as a compile-time constant (so its inner loops carry no branch).
+template <typename in_t>
+void run_loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
+                   const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
+                   const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
+  if (args.kl) {
+    loss_tile<in_t, true>(t, args, seed, offset, l_p, tau_p, loss_p, grad_p, w_pos, w_scalar);
+  } else {
+    loss_tile<in_t, false>(t, args, seed, offset, l_p, tau_p, loss_p, grad_p, w_pos, w_scalar);
+  }
+}
+
 at::Tensor reduce_loss(const at::Tensor& per_pos, const LossArgs& args, at::ScalarType acc_type) {
   if (args.reduction == kReduceNone) return per_pos;
   // Sum in float64 so large volumes do not lose the small per-position terms.
@@ -122,11 +134,7 @@ at::Tensor score_matching_loss_cpu(const at::Tensor& output_in, const at::Tensor
     const acc_t* tau_p = tau_acc.data_ptr<acc_t>();
     acc_t* loss_p = per_pos.data_ptr<acc_t>();
     for_each_tile(args.dims, [&](const Tile& t) {
-      if (args.kl) {
-        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
-      } else {
-        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
-      }
+      run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
     });
   });
   return reduce_loss(per_pos, args, acc_type);
@@ -158,11 +166,7 @@ at::Tensor score_matching_loss_backward_cpu(const at::Tensor& grad_in, const at:
     }
     const acc_t* w_p = w_pos.defined() ? w_pos.data_ptr<acc_t>() : nullptr;
     for_each_tile(args.dims, [&](const Tile& t) {
-      if (args.kl) {
-        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
-      } else {
-        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
-      }
+      run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
     });
   });
   return grad_l;
@@ -192,11 +196,7 @@ std::tuple<at::Tensor, at::Tensor> score_matching_loss_with_grad_cpu(const at::T
     const acc_t w = args.reduction == kReduceMean
                         ? acc_t(1) / static_cast<acc_t>(std::max<int64_t>(args.dims.batch, 1)) : acc_t(1);
     for_each_tile(args.dims, [&](const Tile& t) {
-      if (args.kl) {
-        loss_tile<scalar_t, true>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
-      } else {
-        loss_tile<scalar_t, false>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
-      }
+      run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
     });
   });
   return {reduce_loss(per_pos, args, acc_type), grad_l};
