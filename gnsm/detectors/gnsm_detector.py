@@ -49,11 +49,12 @@ from torch import Tensor, nn
 from ..data import TabularEncoder
 from ..schedule import Schedule
 from .base import BaseDetector
+from .heads import HEAD_KINDS, DensityHead
 
 __all__ = ["GNSMDetector", "SCORINGS", "HEADS"]
 
 SCORINGS = ("denoise", "paper")
-HEADS = ("gmm", "kde", "knn", "hgad", "loss")
+HEADS = HEAD_KINDS
 _DEFAULT_HEAD = {"denoise": "loss", "paper": "gmm"}
 
 
@@ -62,16 +63,6 @@ def _resolve_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def _blas_limit():
-    """Context manager limiting BLAS/OpenMP threads of numpy/scipy/sklearn to one."""
-    try:
-        from ..threads import limit_blas_threads  # engineer C's helper, when present
-        return limit_blas_threads(1)
-    except (ImportError, TypeError):
-        from threadpoolctl import threadpool_limits
-        return threadpool_limits(limits=1)
 
 
 def _field_log_softmax(x: Tensor, sizes: Sequence[int]) -> Tensor:
@@ -84,82 +75,6 @@ def _onehot_logits(codes: Tensor, sizes: Sequence[int], eps: float) -> Tensor:
     a = torch.full((codes.shape[0], int(sum(sizes))), math.log(eps), device=codes.device)
     a.scatter_(1, codes.long() + offsets[None, :], 0.0)
     return a
-
-
-# ---------------------------------------------------------------------------- heads
-class _Head:
-    """A fitted density head on standardized features: ``score(F) -> float64 (n,)``."""
-
-    def __init__(self, kind: str, mean: np.ndarray, scale: np.ndarray) -> None:
-        self.kind, self.mean, self.scale = kind, mean, scale
-        self.meta: dict[str, Any] = {}
-        self.arrays: dict[str, np.ndarray] = {}
-        self.model: Any = None
-
-    def z(self, F: np.ndarray) -> np.ndarray:
-        return (F - self.mean) / self.scale
-
-
-def _standardizer(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = F.mean(axis=0)
-    std = F.std(axis=0)
-    return mean, np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, 1.0)
-
-
-def _gmm_from_arrays(arrays: dict[str, np.ndarray]):
-    from sklearn.mixture import GaussianMixture
-    k = int(arrays["weights"].shape[0])
-    gm = GaussianMixture(n_components=k, covariance_type="full")
-    gm.weights_ = arrays["weights"]
-    gm.means_ = arrays["means"]
-    gm.covariances_ = arrays["covariances"]
-    gm.precisions_cholesky_ = arrays["precisions_cholesky"]
-    gm.converged_ = True
-    gm.n_features_in_ = arrays["means"].shape[1]
-    return gm
-
-
-def _fit_gmm(Z: np.ndarray, Z_val: np.ndarray | None, max_components: int, seed: int) -> tuple[Any, dict]:
-    from sklearn.mixture import GaussianMixture
-    from sklearn.model_selection import KFold
-
-    n = Z.shape[0]
-    ks = [k for k in range(1, max_components + 1) if k * 5 <= n] or [1]
-
-    def make(k: int) -> GaussianMixture:
-        return GaussianMixture(k, covariance_type="full", reg_covar=1e-3, n_init=1, max_iter=200, random_state=seed)
-
-    held: dict[int, float] = {}
-    for k in ks:
-        if Z_val is not None and len(Z_val) >= 10:
-            held[k] = float(make(k).fit(Z).score(Z_val))
-        else:
-            folds = KFold(n_splits=3, shuffle=True, random_state=seed).split(Z)
-            held[k] = float(np.mean([make(k).fit(Z[tr]).score(Z[te]) for tr, te in folds]))
-        if k > 2 and held[k] < max(held.values()) - 1.0:
-            break  # held-out likelihood is falling clearly: stop the search
-    best = max(held, key=held.get)
-    gm = make(best).fit(Z if Z_val is None else np.concatenate([Z, Z_val]))
-    return gm, {"n_components": int(best), "heldout_loglik": {str(k): v for k, v in held.items()}}
-
-
-def _fit_kde(Z: np.ndarray, Z_val: np.ndarray | None, seed: int) -> tuple[float, dict]:
-    from sklearn.model_selection import KFold
-    from sklearn.neighbors import KernelDensity
-
-    n, d = Z.shape
-    scott = n ** (-1.0 / (d + 4))
-    grid = [scott * f for f in (0.25, 0.5, 1.0, 2.0)]
-    held = {}
-    for bw in grid:
-        if Z_val is not None and len(Z_val) >= 10:
-            held[bw] = float(KernelDensity(bandwidth=bw).fit(Z).score_samples(Z_val).mean())
-        else:
-            folds = KFold(n_splits=3, shuffle=True, random_state=seed).split(Z)
-            held[bw] = float(np.mean([KernelDensity(bandwidth=bw).fit(Z[tr]).score_samples(Z[te]).mean()
-                                      for tr, te in folds]))
-    best = max(held, key=held.get)
-    return best, {"bandwidth": float(best), "heldout_loglik": {f"{k:.4g}": v for k, v in held.items()}}
 
 
 # ---------------------------------------------------------------------------- detector
@@ -265,8 +180,12 @@ class GNSMDetector(BaseDetector):
 
     # ------------------------------------------------------------------ public API
     def fit(self, X: Any, y: Any = None, X_val: Any = None) -> "GNSMDetector":
-        """Train the score network and the head on inliers ``X`` (``y`` is ignored).
+        """Train the score network and the head on inliers ``X``.
 
+        ``y``: optional normal-class labels of the rows of ``X`` (any sortable type, one per row), used
+        by ``head="hgad"`` as the classes of its mixture prior (several normal classes in one table);
+        without them the HGAD head uses ``head_options["n_classes"]`` (default k-means pseudo-classes).
+        Other heads ignore ``y``.
         ``X_val``: optional validation inliers (same columns): used for the held-out likelihood that
         picks the GMM / KDE size and reported as ``val_loss_``. Without it, K-fold CV on ``X``.
         """
@@ -343,6 +262,7 @@ class GNSMDetector(BaseDetector):
                              "column is single-valued); GNSM needs at least one categorical field")
         if len(enc.codes) < 2:
             raise ValueError(f"X: need at least 2 rows to fit, got {len(enc.codes)}")
+        labels = self._check_head_labels(y, len(enc.codes))  # before training: fail fast
         self.field_sizes_ = list(self.encoder_.field_sizes)
         self.n_numerical_ = int(self.encoder_.n_numerical)
         self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
@@ -367,7 +287,7 @@ class GNSMDetector(BaseDetector):
         F_val = self._features(*val) if val is not None else None
         self._fit_field_stats(F)
         train_scores = self._fit_head(F.reshape(len(F), -1),
-                                      None if F_val is None else F_val.reshape(len(F_val), -1), seed)
+                                      None if F_val is None else F_val.reshape(len(F_val), -1), seed, labels)
         self.fit_time_ = time.perf_counter() - t0
         return train_scores
 
@@ -380,13 +300,7 @@ class GNSMDetector(BaseDetector):
         out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         out["field_mean"] = torch.as_tensor(self.field_mean_)
         out["field_scale"] = torch.as_tensor(self.field_scale_)
-        h = self.head_
-        out["head.mean"] = torch.as_tensor(h.mean)
-        out["head.scale"] = torch.as_tensor(h.scale)
-        for k, v in h.arrays.items():
-            out[f"head.{k}"] = torch.as_tensor(v)
-        if h.kind == "hgad":
-            out.update({f"hgad.{k}": v for k, v in h.model.state_tensors().items()})
+        out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         return out
 
     def _state_meta(self) -> dict[str, Any]:
@@ -396,11 +310,9 @@ class GNSMDetector(BaseDetector):
             "field_sizes": self.field_sizes_,
             "n_numerical": self.n_numerical_,
             "field_names": [str(c) if not isinstance(c, int) else c for c in self.field_names_],
-            "head": {"kind": self.head_.kind, **self.head_.meta},
+            "head": self.head_.state_meta(),
             "train_info": self.train_info_,
         }
-        if self.head_.kind == "hgad":
-            meta["hgad"] = self.head_.model.state_meta()
         return meta
 
     def _load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -417,19 +329,8 @@ class GNSMDetector(BaseDetector):
         self.model_.to(self._dev).eval()
         self.field_mean_ = tensors["field_mean"].numpy()
         self.field_scale_ = tensors["field_scale"].numpy()
-        hm = dict(meta["head"])
-        kind = hm.pop("kind")
-        head = _Head(kind, tensors["head.mean"].numpy(), tensors["head.scale"].numpy())
-        head.meta = hm
-        head.arrays = {k[5:]: v.numpy() for k, v in tensors.items()
-                       if k.startswith("head.") and k not in ("head.mean", "head.scale")}
-        if kind == "gmm":
-            head.model = _gmm_from_arrays(head.arrays)
-        elif kind == "hgad":
-            from .hgad import HGADHead
-            head.model = HGADHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("hgad.")},
-                                             meta["hgad"], device=self._dev)
-        self.head_ = head
+        self.head_ = DensityHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
+                                            meta["head"], device=self._dev)
 
     # ------------------------------------------------------------------ encoding
     def _encode(self, X: Any) -> tuple[Tensor, Tensor]:
@@ -570,70 +471,30 @@ class GNSMDetector(BaseDetector):
         self.field_scale_ = np.where(std > 1e-12, std, 1.0)
 
     # ------------------------------------------------------------------ heads
-    def _fit_head(self, F: np.ndarray, F_val: np.ndarray | None, seed: int) -> np.ndarray:
-        kind = self.head_kind_
+    def _check_head_labels(self, y: Any, n: int) -> np.ndarray | None:
+        """The normal-class labels the HGAD head gets (None for other heads, which ignore ``y``)."""
+        if self.head_kind_ != "hgad":
+            return None
+        if y is not None:
+            from ._validation import check_labels
+            return check_labels(y, n, "y")
+        k = (self.head_options or {}).get("n_classes", "auto")
+        if k is not None and not isinstance(k, str) and int(k) > n:
+            raise ValueError(f"head_options['n_classes']: {int(k)} pseudo-classes need at least {int(k)} "
+                             f"samples, got {n}")
+        return None
+
+    def _fit_head(self, F: np.ndarray, F_val: np.ndarray | None, seed: int,
+                  labels: np.ndarray | None = None) -> np.ndarray:
         F = self._head_input(F)
         F_val = None if F_val is None else self._head_input(F_val)
-        mean, scale = _standardizer(F)
-        head = _Head(kind, mean, scale)
-        Z = head.z(F)
-        Z_val = None if F_val is None else head.z(F_val)
-        with _blas_limit():
-            if kind == "gmm":
-                gm, info = _fit_gmm(Z, Z_val, int(self.max_components), seed)
-                head.model = gm
-                head.meta = info
-                head.arrays = {"weights": gm.weights_, "means": gm.means_, "covariances": gm.covariances_,
-                               "precisions_cholesky": gm.precisions_cholesky_}
-            elif kind == "kde":
-                bw, info = _fit_kde(Z, Z_val, seed)
-                head.meta = info
-                head.arrays = {"reference": Z}
-            elif kind == "knn":
-                head.meta = {"n_neighbors": int(min(self.n_neighbors, len(Z) - 1))}
-                head.arrays = {"reference": Z}
-            elif kind == "loss":
-                head.meta = {}
-            elif kind == "hgad":
-                from .hgad import fit_hgad_head
-                opts = {"random_state": seed, "device": str(self._dev), **(self.head_options or {})}
-                head.model = fit_hgad_head(Z, **opts)
-                head.meta = {}
-        self.head_ = head
-        if kind == "knn":
-            return self._knn_score(Z, exclude_self=True)
-        return self._head_score_z(Z)
+        self.head_ = DensityHead(self.head_kind_, max_components=int(self.max_components),
+                                 n_neighbors=int(self.n_neighbors), hgad_options=self.head_options,
+                                 device=self._dev, seed=seed)
+        return self.head_.fit(F, F_val, labels=labels)
 
     def _head_score(self, F: np.ndarray) -> np.ndarray:
-        return self._head_score_z(self.head_.z(self._head_input(F)))
-
-    def _head_score_z(self, Z: np.ndarray) -> np.ndarray:
-        h = self.head_
-        with _blas_limit():
-            if h.kind == "gmm":
-                if h.model is None:
-                    h.model = _gmm_from_arrays(h.arrays)
-                return -h.model.score_samples(Z)
-            if h.kind == "kde":
-                from sklearn.neighbors import KernelDensity
-                if h.model is None:
-                    h.model = KernelDensity(bandwidth=float(h.meta["bandwidth"])).fit(h.arrays["reference"])
-                return -h.model.score_samples(Z)
-            if h.kind == "knn":
-                return self._knn_score(Z, exclude_self=False)
-            if h.kind == "loss":
-                return (Z * h.scale + h.mean).sum(axis=1)  # raw mean denoising loss, no density model
-            return np.asarray(h.model.score(Z), dtype=np.float64)
-
-    def _knn_score(self, Z: np.ndarray, exclude_self: bool) -> np.ndarray:
-        from sklearn.neighbors import NearestNeighbors
-        h = self.head_
-        k = max(1, int(h.meta["n_neighbors"]))
-        with _blas_limit():
-            if h.model is None:
-                h.model = NearestNeighbors(n_neighbors=k + 1).fit(h.arrays["reference"])
-            dist, _ = h.model.kneighbors(Z, n_neighbors=k + 1 if exclude_self else k)
-        return dist[:, -1].astype(np.float64)
+        return self.head_.score(self._head_input(F))
 
     def _more_tags(self) -> dict:  # scikit-learn: not a classifier/regressor
         return {"requires_y": False}

@@ -9,11 +9,18 @@ scored by AUROC; the summary is the mean over splits.
 Taking the anomalies from c's test part only keeps every test row out of the train parts, so
 tuning on the train parts (``leave_one_class_out_splits`` on the train rows alone) never touches
 test data.
+
+The same protocol runs on tables whose label has several normal classes (``CLASS_TABLES``:
+``load_class_table``, ``table_splits``): rows are categorical records (object arrays, columns as in
+the table), and ``onehot_encoder`` / ``on_features`` / ``on_frames`` turn a method on feature
+vectors or on DataFrames into a method on those rows. ``evaluate_unified_seeds`` repeats a protocol
+over seeds and ``summarize_seeds`` / ``seeds_markdown_table`` report mean +- std over the seeds.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -21,7 +28,9 @@ from sklearn.model_selection import train_test_split
 
 from .metrics import auroc
 
-__all__ = ["UnifiedSplit", "stratified_train_test", "leave_one_class_out_splits", "evaluate_unified", "unified_markdown_table", "Method"]
+__all__ = ["UnifiedSplit", "stratified_train_test", "leave_one_class_out_splits", "evaluate_unified", "unified_markdown_table", "Method",
+           "ClassTable", "CLASS_TABLES", "load_class_table", "table_splits", "onehot_encoder", "on_features", "on_frames",
+           "frequency_method", "evaluate_unified_seeds", "summarize_seeds", "seeds_markdown_table"]
 
 # (X_train, class labels of X_train, X_test) -> anomaly scores of X_test (higher = more anomalous),
 # or (scores, info) with a JSON-friendly dict of facts about the fit (kept per split).
@@ -124,5 +133,149 @@ def unified_markdown_table(results: Mapping[str, Any], digits: int = 1) -> str:
     rows = [head, rule]
     for name, rec in results["methods"].items():
         cells = [f"{100 * v:.{digits}f}" for v in rec["auroc"]] + [f"**{100 * rec['mean_auroc']:.{digits}f}**"]
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+# ---------------------------------------------------------------------------- tables with several normal classes
+@dataclass(frozen=True)
+class ClassTable:
+    """A categorical table of the data directory whose ``label_col`` has several classes."""
+
+    name: str
+    relpath: str                 # relative to the data directory (``gnsm.datasets.find_data_dir``)
+    label_col: str
+    drop_cols: tuple = ()
+    description: str = ""
+
+
+# Which dev sets qualify (checked on the files in shared/data): only cars and cmc have a label with
+# three or more classes. solar, chess (one class vs all, the original multi-class label removed),
+# mushrooms and adult (two classes: leaving one out leaves a single normal class) do not.
+CLASS_TABLES: dict[str, ClassTable] = {
+    "cars": ClassTable("cars", "cars/car.arff", "class", (),
+                       "UCI Car Evaluation, label class: unacc 1210 / acc 384 / good 69 / vgood 65"),
+    "cmc": ClassTable("cmc", "cmc/cmc-nominal.arff", "Contraceptive_method_used", ("class_numberofchildren",),
+                      "UCI Contraceptive Method Choice, label = the UCI target Contraceptive_method_used "
+                      "(1 no-use 629 / 2 long-term 333 / 3 short-term 511); the anomaly-detection label "
+                      "class_numberofchildren is dropped"),
+}
+
+
+def load_class_table(name: str, data_dir: str | Path | None = None) -> tuple["Any", np.ndarray]:
+    """(X, y) of a ``CLASS_TABLES`` entry: X a DataFrame of str categories, y the class labels (str).
+
+    ``cars`` falls back on the copy bundled in ``gnsm.datasets`` when no data directory is found.
+    """
+    from ..datasets import find_data_dir, read_arff
+    from ..datasets.registry import BUNDLED_DIR
+
+    if name not in CLASS_TABLES:
+        raise ValueError(f"name: expected one of {sorted(CLASS_TABLES)}, got {name!r}")
+    spec = CLASS_TABLES[name]
+    try:
+        path: Path | None = Path(data_dir if data_dir is not None else find_data_dir()) / spec.relpath
+    except FileNotFoundError:
+        path = None
+    if (path is None or not path.is_file()) and name == "cars" and data_dir is None:
+        path = BUNDLED_DIR / "car.arff"
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"table {name!r}: expected file {spec.relpath} in the data directory "
+                                f"({path or 'none found'}; set GNSM_DATA_DIR)")
+    frame, _ = read_arff(path)
+    y = frame[spec.label_col].astype(str).str.strip().to_numpy()
+    X = frame.drop(columns=[spec.label_col, *spec.drop_cols]).astype(str).reset_index(drop=True)
+    return X, y
+
+
+def table_splits(X: Any, y: np.ndarray, test_size: float = 0.3, random_state: int = 0,
+                 classes: Sequence[Any] | None = None) -> list[UnifiedSplit]:
+    """``leave_one_class_out_splits`` on a table: rows become an object array (column order of X)."""
+    values = X.to_numpy(dtype=object) if hasattr(X, "to_numpy") else np.asarray(X, dtype=object)
+    return leave_one_class_out_splits(values, y, test_size, random_state, classes)
+
+
+def onehot_encoder(X: Any) -> Callable[[np.ndarray], np.ndarray]:
+    """A fixed sklearn ``OneHotEncoder`` over the categories of every column of ``X`` (the table's schema).
+
+    Fitted on the whole table's category lists, never on labels: a category a training part never
+    contains still has its own column (constant 0 in training), as the reserved unseen slot of
+    ``gnsm.data.TabularEncoder`` does. Returns ``encode(rows) -> float64 (n, sum K_j)``.
+    """
+    from sklearn.preprocessing import OneHotEncoder
+
+    values = X.to_numpy(dtype=object) if hasattr(X, "to_numpy") else np.asarray(X, dtype=object)
+    cats = [sorted(set(values[:, j].tolist())) for j in range(values.shape[1])]
+    enc = OneHotEncoder(categories=cats, handle_unknown="ignore", sparse_output=False, dtype=np.float64)
+    enc.fit(values[:1])
+
+    def encode(rows: np.ndarray) -> np.ndarray:
+        return enc.transform(np.asarray(rows, dtype=object))
+    return encode
+
+
+def on_features(encode: Callable[[np.ndarray], np.ndarray], method: Method) -> Method:
+    """The method run on ``encode(rows)`` instead of the rows (labels passed through)."""
+    def run(X: np.ndarray, y: np.ndarray, Xt: np.ndarray) -> Any:
+        return method(encode(X), y, encode(Xt))
+    return run
+
+
+def on_frames(columns: Sequence[Any], method: Method) -> Method:
+    """The method run on pandas DataFrames with ``columns`` (for detectors that read a table)."""
+    import pandas as pd
+
+    def run(X: np.ndarray, y: np.ndarray, Xt: np.ndarray) -> Any:
+        return method(pd.DataFrame(X, columns=list(columns)), y, pd.DataFrame(Xt, columns=list(columns)))
+    return run
+
+
+def frequency_method(X: Any, y: np.ndarray, Xt: Any) -> np.ndarray:
+    """The per-field category-frequency baseline (``gnsm.evaluation.baselines.CategoryFrequency``) on frames."""
+    from .baselines import CategoryFrequency
+    return CategoryFrequency().fit(X).decision_function(Xt)
+
+
+def evaluate_unified_seeds(make_splits: Callable[[int], Sequence[UnifiedSplit]], methods: Mapping[str, Method],
+                           seeds: Sequence[int], log: Callable[[str], None] | None = None,
+                           n_jobs: int = 1) -> dict[str, Any]:
+    """``evaluate_unified`` once per seed (``make_splits(seed)``); returns ``{"seeds", "runs", "summary"}``.
+
+    The seed only changes the train/test split; methods that take a seed get it from their own
+    settings (a fixed seed keeps the comparison about the split).
+    """
+    runs = {}
+    for seed in seeds:
+        if log is not None:
+            log(f"-- seed {seed}")
+        runs[str(seed)] = evaluate_unified(make_splits(seed), methods, log=log, n_jobs=n_jobs)
+    return {"seeds": list(seeds), "runs": runs, "summary": summarize_seeds(runs)}
+
+
+def summarize_seeds(runs: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """Mean +- std over seeds (ddof=0) of each method's per-class AUROC and of its mean over classes."""
+    first = next(iter(runs.values()))
+    held = list(first["held_out"])
+    out: dict[str, Any] = {"held_out": held, "methods": {}}
+    for name in first["methods"]:
+        per_seed = np.array([r["methods"][name]["auroc"] for r in runs.values()], dtype=np.float64)  # (S, C)
+        means = per_seed.mean(axis=1)
+        out["methods"][name] = {
+            "auroc_mean": per_seed.mean(axis=0).tolist(), "auroc_std": per_seed.std(axis=0).tolist(),
+            "mean_auroc": float(means.mean()), "mean_auroc_std": float(means.std()),
+            "seconds_per_fit": float(np.mean([np.mean(r["methods"][name]["seconds"]) for r in runs.values()])),
+        }
+    return out
+
+
+def seeds_markdown_table(summary: Mapping[str, Any], digits: int = 1) -> str:
+    """Markdown: one row per method, mean AUROC x 100 per held-out class, then mean +- std over seeds."""
+    held = summary["held_out"]
+    rows = ["| method | " + " | ".join(str(h) for h in held) + " | mean ± std |", "|---|" + "---:|" * (len(held) + 1)]
+    best = max(rec["mean_auroc"] for rec in summary["methods"].values())
+    for name, rec in summary["methods"].items():
+        cells = [f"{100 * v:.{digits}f}" for v in rec["auroc_mean"]]
+        m = f"{100 * rec['mean_auroc']:.{digits}f} ± {100 * rec['mean_auroc_std']:.{digits}f}"
+        cells.append(f"**{m}**" if rec["mean_auroc"] == best else m)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
