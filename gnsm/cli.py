@@ -1,4 +1,5 @@
-"""The ``gnsm`` command: ``demo``, ``fit``, ``score``, ``evaluate``, ``explain``, ``info``.
+"""The ``gnsm`` command: ``demo``, ``fit``, ``score``, ``evaluate``, ``explain``, ``info``, and the
+segmentation commands of :mod:`gnsm.cli_seg` (``fit-seg``, ``score-seg``, ``evaluate-seg``, ``report-seg``).
 
 Every subcommand reads CSV or Parquet (by file suffix) and writes CSV or Parquet. Bad input (missing
 file, unknown or absent column, a table with no categorical column, an empty table) prints
@@ -104,7 +105,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     det = GNSMDetector(**params)
     _say(args, f"gnsm fit: {len(X)} rows x {X.shape[1]} columns from {args.input}")
     det.fit(X)
-    det.save(args.model_dir)
+    if is_main_process():
+        det.save(args.model_dir)
     _say(args, f"gnsm fit: saved to {args.model_dir} (fields {len(det.field_sizes_)}, numerical "
                f"{det.n_numerical_}, threshold {det.threshold_:.4g}, {det.fit_time_:.1f}s)")
     return 0
@@ -255,7 +257,7 @@ def _plot_profiles(det: Any, X: Any, y: Any, path: Path) -> None:
 # ---------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gnsm", description="Gumbel Noise Score Matching anomaly detection "
-                                     "for categorical / mixed tables.")
+                                     "for categorical / mixed tables and segmentation masks.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -314,9 +316,22 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
+    from gnsm.cli_seg import add_seg_commands
+
+    def wrap(fn):
+        return lambda args: fn(args, lambda *msg: _say(args, *msg))
+
+    add_seg_commands(sub, common, wrap)
+
     p = sub.add_parser("info", help="build information of the compiled ops")
     p.set_defaults(func=cmd_info)
     return parser
+
+
+def is_main_process() -> bool:
+    """False on the ranks > 0 of a ``torchrun`` launch (they train, but do not write or print)."""
+    import torch.distributed as dist
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,6 +340,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help()
         return 2
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if distributed:  # torchrun --nproc-per-node N -m gnsm fit ... : DDP training, rank 0 saves
+        from gnsm.train import init_distributed
+        rank, _ = init_distributed()
+        if rank > 0:
+            args.quiet = True
     try:
         return int(args.func(args) or 0)
     except CLIError as err:
@@ -334,6 +355,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         msg = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"gnsm: error: {msg}", file=sys.stderr)
         return 2
+    finally:
+        if distributed:
+            import torch.distributed as dist
+            if dist.is_initialized():
+                dist.destroy_process_group()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -377,7 +377,10 @@ class Trainer:
             if torch.cuda.is_available():
                 return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
             return torch.device("cpu")
-        return torch.device(device)
+        dev = torch.device(device)
+        if dev.type == "cuda" and dev.index is None:  # DDP needs the index (init_distributed set it)
+            dev = torch.device("cuda", torch.cuda.current_device())
+        return dev
 
     def _resolve_amp(self, amp: str) -> torch.dtype | None:
         if amp == "off" or (amp == "auto" and self.device.type != "cuda"):

@@ -66,11 +66,14 @@ class PatchDataset(Dataset):
         samples_per_epoch: dataset length (default: one patch per volume).
         cond: optional conditioning sources, one per volume, ``(channels, *spatial)`` or ``(*spatial)``.
         seed: base seed of the patch locations.
+        pad_label: label of the padding of volumes smaller than the patch.
+        flip_axes: spatial axes along which each patch is mirrored with probability 1/2 (augmentation
+            for data whose labels are mirror-symmetric in that axis, e.g. left-right in street scenes).
     """
 
     def __init__(self, volumes: Sequence, patch_size: Sequence[int], num_classes: int,
                  samples_per_epoch: int | None = None, cond: Sequence | None = None, seed: int = 0,
-                 pad_label: int = 0):
+                 pad_label: int = 0, flip_axes: Sequence[int] = ()):
         if len(volumes) == 0:
             raise ValueError("volumes: expected at least one label volume")
         self.volumes = [open_label_volume(v) for v in volumes]
@@ -100,6 +103,10 @@ class PatchDataset(Dataset):
             raise ValueError(f"samples_per_epoch: expected >= 1, got {self.samples_per_epoch}")
         self.seed = int(seed)
         self.pad_label = int(pad_label)
+        self.flip_axes = tuple(int(a) for a in flip_axes)
+        bad_axes = [a for a in self.flip_axes if not 0 <= a < len(self.patch_size)]
+        if bad_axes:
+            raise ValueError(f"flip_axes: expected spatial axes in [0, {len(self.patch_size)}), got {bad_axes}")
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -132,8 +139,13 @@ class PatchDataset(Dataset):
             pos = tuple(int(s + i) for s, i in zip(starts, np.argwhere(bad)[0]))
             raise ValueError(f"volumes[{v}]: expected labels in [0, {self.num_classes}), found "
                              f"{int(labels[bad][0])} at index {pos}")
+        flips = [a for a in self.flip_axes if rng.random() < 0.5]
+        if flips:
+            labels = np.ascontiguousarray(np.flip(labels, axis=flips))
         out = torch.from_numpy(labels)
         if self.cond is None:
             return out
         c = self._crop(self.cond[v], starts, shape, 0.0, lead=(0,))
+        if flips:
+            c = np.flip(c, axis=[a + 1 for a in flips])
         return out, torch.from_numpy(np.ascontiguousarray(c, dtype=np.float32))

@@ -2,5 +2,6 @@
 from .base import BaseDetector
 from .gnsm_detector import GNSMDetector
 from .hgad import HGADDetector
+from .segmentation import SegmentationQC, SegmentationResult
 
-__all__ = ["BaseDetector", "GNSMDetector", "HGADDetector"]
+__all__ = ["BaseDetector", "GNSMDetector", "HGADDetector", "SegmentationQC", "SegmentationResult"]

@@ -1,0 +1,524 @@
+"""``SegmentationQC``: flag poor segmentations and show where they are wrong (GNSM on masks / volumes).
+
+A tau-conditioned UNet (:class:`gnsm.models.UNet`) is trained with the fused score-matching loss
+on random patches of *good* segmentations (ground-truth masks or label volumes, optionally with the
+image as conditioning channels). A predicted segmentation (integer labels or soft probabilities)
+is then turned into an N-channel per-voxel feature map, one channel per scoring temperature:
+
+``scoring="denoise"`` (default, chosen by measurement on CamVid; see the README)
+    the model's own per-voxel denoising error KL(softmax(-g) || softmax(l)) on ``n_noise_copies``
+    noised copies (``gnsm.ops.score_matching_loss(reduction="none")``), averaged over the copies.
+    With ``eps=0.01`` about 10% of the voxels are flipped to another class by the noise, so the
+    network learns which labels fit their context; a wrong region of the prediction is one it
+    cannot explain.
+``scoring="paper"``
+    DESIGN 1.6: the per-voxel L2 norm of the score of the clean segmentation at every temperature
+    of the schedule (``gnsm.ops.score_norms``).
+
+From the feature map:
+
+- ``anomaly_map``: each channel standardized by the training voxels' mean / std, averaged over
+  channels; ``pred_mask`` = ``anomaly_map > pixel_threshold_`` (the ``1 - pixel_contamination``
+  quantile of the training maps).
+- per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
+  a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
+  GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
+  ``threshold_`` (the ``1 - contamination`` quantile of the training scores).
+
+Cases larger than ``window`` are scored by sliding windows with 50% overlap, blended with a
+separable triangular weight, so volumes larger than GPU memory work; small inputs run on CPU.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..data.masks import MaskCase, as_cases, as_cond
+from ..schedule import Schedule
+from .base import BaseDetector
+from .heads import HEAD_KINDS, DensityHead
+
+__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS"]
+
+SCORINGS = ("denoise", "paper")
+CASE_STATS = ("mean", "rms", "max", "q90", "q95", "q99")
+_DEFAULT_PATCH = {2: (128, 128), 3: (64, 64, 64)}
+_WHOLE_CASE_VOXELS = 1 << 21  # cases up to this many voxels are scored in one piece
+
+
+@dataclass
+class SegmentationResult:
+    """Anomalib-style outputs of :meth:`SegmentationQC.predict_maps` (one entry per case).
+
+    ``anomaly_map`` / ``pred_mask`` / ``feature_maps`` are lists of arrays ``(*spatial)`` /
+    ``(T, *spatial)`` (cases may differ in size).
+    """
+
+    pred_score: np.ndarray
+    pred_label: np.ndarray
+    anomaly_map: list[np.ndarray]
+    pred_mask: list[np.ndarray]
+    feature_maps: list[np.ndarray] | None = None
+
+
+def _resolve_device(device: str | torch.device) -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _starts(size: int, window: int) -> list[int]:
+    if size <= window:
+        return [0]
+    stride = max(window // 2, 1)
+    starts = list(range(0, size - window + 1, stride))
+    if starts[-1] != size - window:
+        starts.append(size - window)
+    return starts
+
+
+def _ramp(window: int, size: int) -> Tensor:
+    """Triangular 1-D blending weight (never zero, so every voxel gets a weight)."""
+    n = min(window, size)
+    x = torch.arange(n, dtype=torch.float32)
+    return torch.minimum(x + 1, n - x).clamp_max(max(n // 4, 1)) / max(n // 4, 1)
+
+
+class SegmentationQC(BaseDetector):
+    """GNSM quality control of segmentation masks (2-D) and label volumes (3-D).
+
+    Args:
+        num_classes: K; None infers ``max label + 1`` from the training masks.
+        contamination: expected fraction of poor cases (sets ``threshold_``).
+        pixel_contamination: fraction of training voxels above ``pixel_threshold_``.
+        scoring: ``"denoise"`` or ``"paper"`` (module docstring).
+        head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``).
+        case_stats: per-channel statistics forming the case feature vector (see ``CASE_STATS``).
+        max_components, n_neighbors, head_options: head settings.
+        n_temperatures, tau_max, tau_min: training schedule (DESIGN 1.5).
+        n_score_temperatures: temperatures of the denoise features (evenly spaced schedule indices).
+        n_noise_copies: noised copies per temperature (denoise).
+        eps: one-hot clip (DESIGN 1.1); 0.01 lets the noise flip ~10% of the voxels (K = 12).
+        channels, num_res_blocks: UNet size.
+        cond_channels: image channels given as conditioning (``cond=`` of fit / scoring).
+        coord_channels: add each voxel's normalized coordinates (-1..1 along every axis of its case) as
+            extra input channels, so the network can learn where labels belong (for aligned data such
+            as street scenes or canonical medical volumes).
+        patch_size: training patch; None: (128, 128) / (64, 64, 64), capped at the largest case.
+        flip_axes: spatial axes of random mirroring during training.
+        window: scoring window; None: whole cases up to 2**21 voxels, else the patch size.
+        n_steps, batch_size, lr, weight_decay, ema_decay: optimizer settings.
+        score_batch_size: windows per forward pass when scoring.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        random_state: seed of weights, patches, noise and head.
+        verbose: progress bar.
+    """
+
+    def __init__(self, num_classes: int | None = None, contamination: float = 0.1,
+                 pixel_contamination: float = 0.01, scoring: str = "denoise", head: str = "gmm",
+                 case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
+                 head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
+                 tau_min: float = 2.0, n_score_temperatures: int = 5, n_noise_copies: int = 2, eps: float = 0.01,
+                 channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1, cond_channels: int = 0,
+                 coord_channels: bool = False,
+                 patch_size: Sequence[int] | None = None, flip_axes: Sequence[int] = (),
+                 window: Sequence[int] | None = None, n_steps: int = 2000, batch_size: int = 16,
+                 lr: float = 2e-3, weight_decay: float = 1e-4, ema_decay: float = 0.995, score_batch_size: int = 8,
+                 device: str = "auto", random_state: int | None = 0, verbose: bool = False) -> None:
+        super().__init__(contamination=contamination)
+        self.num_classes = num_classes
+        self.pixel_contamination = pixel_contamination
+        self.scoring = scoring
+        self.head = head
+        self.case_stats = case_stats
+        self.max_components = max_components
+        self.n_neighbors = n_neighbors
+        self.head_options = head_options
+        self.n_temperatures = n_temperatures
+        self.tau_max = tau_max
+        self.tau_min = tau_min
+        self.n_score_temperatures = n_score_temperatures
+        self.n_noise_copies = n_noise_copies
+        self.eps = eps
+        self.channels = channels
+        self.num_res_blocks = num_res_blocks
+        self.cond_channels = cond_channels
+        self.coord_channels = coord_channels
+        self.patch_size = patch_size
+        self.flip_axes = flip_axes
+        self.window = window
+        self.n_steps = n_steps
+        self.batch_size = batch_size
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.ema_decay = ema_decay
+        self.score_batch_size = score_batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    # ------------------------------------------------------------------ parameters
+    def _check_params(self) -> None:
+        if self.scoring not in SCORINGS:
+            raise ValueError(f"scoring: expected one of {list(SCORINGS)}, got {self.scoring!r}")
+        if self.head not in HEAD_KINDS:
+            raise ValueError(f"head: expected one of {list(HEAD_KINDS)}, got {self.head!r}")
+        bad = [s for s in self.case_stats if s not in CASE_STATS]
+        if bad or len(self.case_stats) == 0:
+            raise ValueError(f"case_stats: expected a non-empty subset of {list(CASE_STATS)}, got {list(self.case_stats)}")
+        if not 0.0 < float(self.pixel_contamination) < 1.0:
+            raise ValueError(f"pixel_contamination: expected a value in (0, 1), got {self.pixel_contamination}")
+        if not 0.0 < float(self.eps) < 1.0:
+            raise ValueError(f"eps: expected a value in (0, 1), got {self.eps!r}")
+        if not (self.tau_max >= self.tau_min > 0):
+            raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {self.tau_max}, {self.tau_min}")
+        for name in ("n_steps", "batch_size", "n_noise_copies", "n_score_temperatures", "score_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        if self.num_classes is not None and int(self.num_classes) < 2:
+            raise ValueError(f"num_classes: expected >= 2, got {self.num_classes}")
+
+    def _schedule(self) -> Schedule:
+        return Schedule(n=int(self.n_temperatures), tau_max=float(self.tau_max), tau_min=float(self.tau_min))
+
+    def _score_indices(self) -> list[int]:
+        n = int(self.n_temperatures)
+        if self.scoring == "paper" or int(self.n_score_temperatures) >= n:
+            return list(range(n))
+        return sorted({int(round(v)) for v in np.linspace(0, n - 1, int(self.n_score_temperatures))})
+
+    @property
+    def score_temperatures_(self) -> np.ndarray:
+        """The temperatures of the feature-map channels, noisiest first."""
+        return self._schedule().taus().numpy()[self._score_indices()]
+
+    # ------------------------------------------------------------------ public API
+    def fit(self, X: Any, y: Any = None, cond: Any = None, X_val: Any = None,
+            cond_val: Any = None) -> "SegmentationQC":
+        """Train on good segmentations ``X`` (integer label maps; see :mod:`gnsm.data.masks`).
+
+        ``y``: optional normal-class labels of the cases (``head="hgad"``). ``cond``: conditioning
+        images, one ``(cond_channels, *spatial)`` per case. ``X_val``: held-out good cases whose
+        features choose the GMM / KDE size.
+        """
+        self._cond, self._X_val, self._cond_val = cond, X_val, cond_val
+        try:
+            return super().fit(X, y)
+        finally:
+            del self._cond, self._X_val, self._cond_val
+
+    def decision_function(self, X: Any, cond: Any = None) -> np.ndarray:
+        """Per-case anomaly scores (n,), higher = poorer segmentation."""
+        self._check_fitted("decision_function")
+        return self._case_scores(self.feature_maps(X, cond))
+
+    def predict(self, X: Any, cond: Any = None) -> np.ndarray:
+        """0/1 per case (1 = flagged as poor)."""
+        return (self.decision_function(X, cond) > self.threshold_).astype(np.int64)
+
+    def predict_maps(self, X: Any, cond: Any = None, return_feature_maps: bool = False) -> SegmentationResult:
+        """Per-case score and label, per-voxel anomaly map and mask (and the N-channel maps)."""
+        self._check_fitted("predict_maps")
+        maps = self.feature_maps(X, cond)
+        scores = self._case_scores(maps)
+        anomaly = [self._combine(m) for m in maps]
+        return SegmentationResult(
+            pred_score=scores,
+            pred_label=(scores > self.threshold_).astype(np.int64),
+            anomaly_map=anomaly,
+            pred_mask=[a > self.pixel_threshold_ for a in anomaly],
+            feature_maps=maps if return_feature_maps else None,
+        )
+
+    def anomaly_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
+        """Per-voxel anomaly maps (one ``(*spatial)`` float32 array per case)."""
+        self._check_fitted("anomaly_maps")
+        return [self._combine(m) for m in self.feature_maps(X, cond)]
+
+    @torch.no_grad()
+    def feature_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
+        """The N-channel per-voxel feature maps ``(T, *spatial)`` float32 (T = ``score_temperatures_``)."""
+        self._check_fitted("feature_maps")
+        cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
+        conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
+        return [self._case_map(c, None if conds is None else conds[i]) for i, c in enumerate(cases)]
+
+    # ------------------------------------------------------------------ BaseDetector hooks
+    def _fit(self, X: Any, y: Any = None) -> np.ndarray:
+        self._check_params()
+        from ..threads import ensure_configured
+        ensure_configured()
+        seed = 0 if self.random_state is None else int(self.random_state)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        cases, dims = as_cases(X, None, self.num_classes, name="X", allow_probs=False)
+        if self.num_classes is None:
+            self.num_classes_ = max(int(c.labels.max()) for c in cases) + 1
+            if self.num_classes_ < 2:
+                raise ValueError("X: the training masks hold a single label; pass num_classes")
+        else:
+            self.num_classes_ = int(self.num_classes)
+        self.spatial_dims_ = dims
+        conds = self._with_coords(cases, as_cond(self._cond, cases, int(self.cond_channels)))
+        self._dev = _resolve_device(self.device)
+        self.patch_size_ = self._resolve_patch(cases)
+        from ..models import UNet
+        self.model_ = UNet(self.num_classes_, spatial_dims=dims, cond_channels=self._model_cond_channels(),
+                           channels=tuple(int(c) for c in self.channels), num_res_blocks=int(self.num_res_blocks),
+                           tau_min=float(self.tau_min), tau_max=float(self.tau_max))
+        self.model_config_ = self.model_.config()
+        self.train_info_ = self._train(cases, conds, seed)
+        self.train_time_ = time.perf_counter() - t0
+
+        scores = self._fit_scoring(cases, conds, y, seed)
+        self.fit_time_ = time.perf_counter() - t0
+        return scores
+
+    def _fit_scoring(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, y: Any, seed: int) -> np.ndarray:
+        """Map statistics and density head on the training cases (everything after the network)."""
+        feats = self._fit_map_stats(cases, conds)
+        feats_val = None
+        if getattr(self, "_X_val", None) is not None:
+            vcases, _ = as_cases(self._X_val, self.spatial_dims_, self.num_classes_, name="X_val")
+            vconds = self._with_coords(vcases, as_cond(self._cond_val, vcases, int(self.cond_channels),
+                                                       name="cond_val"))
+            feats_val = np.stack([self._case_features(self._case_map(c, None if vconds is None else vconds[i]))
+                                  for i, c in enumerate(vcases)])
+        self.head_ = DensityHead(self.head, max_components=int(self.max_components),
+                                 n_neighbors=int(self.n_neighbors), hgad_options=self.head_options,
+                                 device=self._dev, seed=seed)
+        return self.head_.fit(feats, feats_val, labels=y)
+
+    @torch.no_grad()
+    def refit_scoring(self, X: Any, y: Any = None, cond: Any = None, X_val: Any = None, cond_val: Any = None,
+                      **params: Any) -> "SegmentationQC":
+        """Change scoring parameters (``scoring``, ``case_stats``, ``head``, ``n_noise_copies``, ...) and
+        refit the map statistics and the head on the training cases ``X``, keeping the trained network."""
+        self._check_fitted("refit_scoring")
+        network = {"num_classes", "channels", "num_res_blocks", "cond_channels", "coord_channels", "patch_size",
+                   "flip_axes", "n_steps", "batch_size", "lr", "weight_decay", "ema_decay", "n_temperatures",
+                   "tau_max", "tau_min", "eps"}
+        fixed = sorted(network & set(params))
+        if fixed:
+            raise ValueError(f"refit_scoring: {fixed} change the network; fit a new detector instead")
+        self.set_params(**params)
+        self._check_params()
+        seed = 0 if self.random_state is None else int(self.random_state)
+        cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
+        conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
+        self._X_val, self._cond_val = X_val, cond_val
+        try:
+            self._set_training_scores(np.asarray(self._fit_scoring(cases, conds, y, seed), dtype=np.float64))
+        finally:
+            del self._X_val, self._cond_val
+        return self
+
+    def _score(self, X: Any) -> np.ndarray:  # BaseDetector hook (no conditioning)
+        return self._case_scores(self.feature_maps(X))
+
+    def _state_tensors(self) -> dict[str, Tensor]:
+        out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
+        out["map_mean"] = torch.as_tensor(self.map_mean_)
+        out["map_std"] = torch.as_tensor(self.map_std_)
+        out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
+        return out
+
+    def _state_meta(self) -> dict[str, Any]:
+        return {"num_classes": self.num_classes_, "spatial_dims": self.spatial_dims_,
+                "patch_size": list(self.patch_size_), "model_config": self.model_config_,
+                "pixel_threshold": float(self.pixel_threshold_), "head": self.head_.state_meta(),
+                "train_info": self.train_info_}
+
+    def _load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
+        from ..models import build_model
+        self.num_classes_ = int(meta["num_classes"])
+        self.spatial_dims_ = int(meta["spatial_dims"])
+        self.patch_size_ = tuple(meta["patch_size"])
+        self.model_config_ = dict(meta["model_config"])
+        self.train_info_ = meta.get("train_info", {})
+        self.pixel_threshold_ = float(meta["pixel_threshold"])
+        self._dev = _resolve_device(self.device)
+        self.model_ = build_model(self.model_config_)
+        self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model_.to(self._dev).eval()
+        self.map_mean_ = tensors["map_mean"].numpy()
+        self.map_std_ = tensors["map_std"].numpy()
+        self.head_ = DensityHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
+                                            meta["head"], device=self._dev)
+
+    # ------------------------------------------------------------------ conditioning
+    def _model_cond_channels(self) -> int:
+        return int(self.cond_channels) + (self.spatial_dims_ if self.coord_channels else 0)
+
+    def _with_coords(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None) -> list[np.ndarray] | None:
+        """Append the normalized coordinate channels (when ``coord_channels``) to each case's conditioning."""
+        if not self.coord_channels:
+            return conds
+        out = []
+        for i, case in enumerate(cases):
+            axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in case.shape]
+            coords = np.stack(np.meshgrid(*axes, indexing="ij"))
+            out.append(coords if conds is None else np.concatenate([conds[i], coords]))
+        return out
+
+    # ------------------------------------------------------------------ training
+    def _resolve_patch(self, cases: Sequence[MaskCase]) -> tuple[int, ...]:
+        dims = self.spatial_dims_
+        largest = [max(c.shape[d] for c in cases) for d in range(dims)]
+        patch = _DEFAULT_PATCH[dims] if self.patch_size is None else tuple(int(p) for p in self.patch_size)
+        if len(patch) != dims or min(patch) < 1:
+            raise ValueError(f"patch_size: expected {dims} positive sizes, got {self.patch_size}")
+        return tuple(min(p, n) for p, n in zip(patch, largest))
+
+    def _train(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, seed: int) -> dict:
+        from ..data.volumes import PatchDataset
+        from ..train import TrainConfig, Trainer
+        steps = int(self.n_steps)
+        bs = int(self.batch_size)
+        data = PatchDataset([c.labels for c in cases], self.patch_size_, self.num_classes_,
+                            samples_per_epoch=max(len(cases), bs), cond=conds, seed=seed,
+                            flip_axes=self.flip_axes)
+        cfg = TrainConfig(steps=steps, batch_size=bs, lr=float(self.lr), weight_decay=float(self.weight_decay),
+                          warmup_steps=min(100, steps // 10), ema_decay=float(self.ema_decay), kind="kl",
+                          eps=float(self.eps), seed=seed, device=str(self._dev), progress=bool(self.verbose),
+                          val_every=10 ** 9)
+        trainer = Trainer(self.model_, self._schedule(), cfg, self.num_classes_)
+        result = trainer.fit(data)
+        self.model_ = trainer.ema_model.eval()
+        return {"steps": int(result.steps_run), "batch_size": bs, "patch_size": list(self.patch_size_),
+                "seconds": float(result.seconds), "voxels_per_s": float(result.throughput),
+                "final_train_loss": float(np.mean(result.history[-50:])) if result.history else None}
+
+    # ------------------------------------------------------------------ feature maps
+    def _window(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if self.window is not None:
+            w = tuple(int(v) for v in self.window)
+            if len(w) != len(shape) or min(w) < 1:
+                raise ValueError(f"window: expected {len(shape)} positive sizes, got {self.window}")
+            return tuple(min(a, n) for a, n in zip(w, shape))
+        if math.prod(shape) <= _WHOLE_CASE_VOXELS:
+            return shape
+        return tuple(min(p, n) for p, n in zip(self.patch_size_, shape))
+
+    def _case_map(self, case: MaskCase, cond: np.ndarray | None) -> np.ndarray:
+        """(T, *spatial) float32 feature map of one case (sliding windows when it is large)."""
+        shape = case.shape
+        win = self._window(shape)
+        K = self.num_classes_
+        dev = self._dev
+        if case.labels is not None:
+            source = torch.from_numpy(np.ascontiguousarray(case.labels))
+        else:
+            source = torch.from_numpy(np.ascontiguousarray(case.probs)).clamp_min(float(self.eps)).log()
+        cond_t = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond))
+        T = len(self._score_indices())
+        acc = torch.zeros((T, *shape), dtype=torch.float32)
+        weight = torch.zeros(shape, dtype=torch.float32)
+        ramps = [_ramp(w, n) for w, n in zip(win, shape)]
+        w_full = ramps[0]
+        for r in ramps[1:]:
+            w_full = w_full.unsqueeze(-1) * r
+        starts = list(itertools.product(*[_starts(n, w) for n, w in zip(shape, win)]))
+        seed = 0 if self.random_state is None else int(self.random_state)
+        gen = torch.Generator(device=dev)
+        gen.manual_seed(seed + 3)  # per case: a case's map does not depend on the other cases
+        bsz = int(self.score_batch_size)
+        for b0 in range(0, len(starts), bsz):
+            group = starts[b0:b0 + bsz]
+            sls = [tuple(slice(s, s + w) for s, w in zip(st, win)) for st in group]
+            lead = () if case.labels is not None else (slice(None),)
+            x = torch.stack([source[lead + sl] for sl in sls]).to(dev)
+            c = None if cond_t is None else torch.stack([cond_t[(slice(None),) + sl] for sl in sls]).to(dev)
+            feats = self._window_features(x, c, gen).cpu()  # (B, T, *win)
+            for f, sl in zip(feats, sls):
+                acc[(slice(None),) + sl] += f * w_full
+                weight[sl] += w_full
+        return (acc / weight).numpy()
+
+    def _window_features(self, x: Tensor, cond: Tensor | None, gen: torch.Generator) -> Tensor:
+        """x: labels (B, *w) int64 or class logits (B, K, *w) -> (B, T, *w) float32."""
+        from .. import ops
+        K = self.num_classes_
+        model = self.model_
+        taus = self._schedule().taus().to(x.device)
+        labels = x if x.dtype == torch.int64 else None
+        if self.scoring == "paper":
+            if labels is not None:
+                a = F.one_hot(labels, K).movedim(-1, 1).float()
+                a = torch.where(a > 0, 0.0, math.log(float(self.eps)))
+            else:
+                a = x
+        B = x.shape[0]
+        out = []
+        for i in self._score_indices():
+            tau = taus[i].expand(B).contiguous()
+            if self.scoring == "paper":
+                net = model(torch.log_softmax(a / taus[i], dim=1), tau.log(), cond)
+                out.append(ops.score_norms(net.float().contiguous(), K, tau)[1])
+                continue
+            err = torch.zeros((B, *x.shape[-self.spatial_dims_:]), device=x.device)
+            for _ in range(int(self.n_noise_copies)):
+                if labels is not None:
+                    y, state = ops.relax_from_labels(labels, K, tau, eps=float(self.eps), generator=gen)
+                else:
+                    y, state = ops.relax_from_logits(x, K, tau, generator=gen)
+                net = model(y, tau.log(), cond)
+                err += ops.score_matching_loss(net.float().contiguous(), state, K, tau, kind="kl", reduction="none")
+            out.append(err / int(self.n_noise_copies))
+        return torch.stack(out, dim=1)
+
+    # ------------------------------------------------------------------ maps -> scores
+    def _fit_map_stats(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None) -> np.ndarray:
+        """One pass over the training cases: per-channel voxel mean / std, the pixel threshold (from a
+        bounded random sample of voxels, so many large volumes fit in memory) and the case features."""
+        rng = np.random.default_rng(0)
+        per_case = max(2_000_000 // len(cases), 1)
+        s1 = s2 = 0.0
+        n = 0
+        feats, samples = [], []
+        for i, case in enumerate(cases):
+            fmap = self._case_map(case, None if conds is None else conds[i])
+            flat = fmap.reshape(fmap.shape[0], -1).astype(np.float64)
+            s1 = s1 + flat.sum(axis=1)
+            s2 = s2 + (flat ** 2).sum(axis=1)
+            n += flat.shape[1]
+            feats.append(self._case_features(fmap))
+            keep = flat.shape[1] if flat.shape[1] <= per_case else rng.choice(flat.shape[1], per_case, replace=False)
+            samples.append(flat[:, keep] if isinstance(keep, np.ndarray) else flat)
+        mean = s1 / n
+        std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
+        self.map_mean_ = mean.astype(np.float32)
+        self.map_std_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+        combined = self._combine(np.concatenate(samples, axis=1))
+        self.pixel_threshold_ = float(np.quantile(combined, 1.0 - float(self.pixel_contamination)))
+        return np.stack(feats)
+
+    def _combine(self, fmap: np.ndarray) -> np.ndarray:
+        shape = (-1,) + (1,) * (fmap.ndim - 1)
+        z = (fmap - self.map_mean_.reshape(shape)) / self.map_std_.reshape(shape)
+        return z.mean(axis=0).astype(np.float32)
+
+    def _case_features(self, fmap: np.ndarray) -> np.ndarray:
+        flat = fmap.reshape(fmap.shape[0], -1).astype(np.float64)
+        parts = []
+        for stat in self.case_stats:
+            if stat == "mean":
+                parts.append(flat.mean(axis=1))
+            elif stat == "rms":
+                parts.append(np.sqrt((flat ** 2).mean(axis=1)))
+            elif stat == "max":
+                parts.append(flat.max(axis=1))
+            else:
+                parts.append(np.quantile(flat, float(stat[1:]) / 100.0, axis=1))
+        return np.concatenate(parts)
+
+    def _case_scores(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+        return self.head_.score(np.stack([self._case_features(m) for m in maps]))

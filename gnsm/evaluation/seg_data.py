@@ -1,0 +1,109 @@
+"""The real segmentation data of ``shared/data`` for :class:`gnsm.detectors.SegmentationQC` evaluations.
+
+- CamVid label maps (``camvid_labels``): 367 train / 101 val maps, 360x480, classes 0..10 plus
+  11 = unlabelled (void). :func:`load_camvid` reads them and optionally downsamples by an integer
+  factor (nearest: the centre pixel of each ``factor x factor`` block) so a CPU can train on them.
+- Spine CT label volumes (``spine_panoptica``): one reference and one real model prediction,
+  512x512x17, labels {0, 26, 41-49, 60-62, 100}. :func:`load_spine` maps the labels to 0..K-1 and
+  downsamples in-plane; :func:`augment_volume` makes reference-like training volumes from the single
+  reference (documented there), since one volume is far too little to train on.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CAMVID_CLASSES", "CAMVID_VOID", "load_camvid", "load_spine", "augment_volume"]
+
+CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign", "fence", "car", "pedestrian",
+                  "bicyclist", "unlabelled")
+CAMVID_VOID = 11
+
+
+def _data_dir(data_dir: str | Path | None) -> Path:
+    if data_dir is not None:
+        return Path(data_dir)
+    from ..datasets.registry import find_data_dir
+    return find_data_dir()
+
+
+def _downsample(arr: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:
+    index = tuple(slice(f // 2, None, f) for f in factors)
+    return np.ascontiguousarray(arr[index])
+
+
+def load_camvid(split: str = "train", downsample: int = 1, data_dir: str | Path | None = None) -> tuple[np.ndarray, list[str]]:
+    """CamVid label maps of ``split`` ("train" or "val") as uint8 ``(n, H, W)`` and their file names."""
+    if split not in ("train", "val"):
+        raise ValueError(f"split: expected 'train' or 'val' (the test maps are held out), got {split!r}")
+    if int(downsample) < 1:
+        raise ValueError(f"downsample: expected a positive integer, got {downsample}")
+    from PIL import Image
+    folder = _data_dir(data_dir) / "camvid_labels" / f"{split}annot"
+    files = sorted(folder.glob("*.png"))
+    if not files:
+        raise FileNotFoundError(f"no CamVid label maps in {folder}")
+    maps = []
+    for f in files:
+        with Image.open(f) as img:
+            maps.append(_downsample(np.asarray(img), (int(downsample),) * 2))
+    return np.stack(maps), [f.name for f in files]
+
+
+def load_spine(downsample: int = 1, data_dir: str | Path | None = None) -> dict:
+    """Reference and prediction label volumes, labels mapped to 0..K-1, in-plane downsampled.
+
+    Returns a dict with ``ref``, ``pred`` (uint8 ``(X, Y, Z)``), ``labels`` (the original label value
+    of each index) and ``spacing`` (mm, after downsampling).
+    """
+    import nibabel
+    folder = _data_dir(data_dir) / "spine_panoptica"
+    ref_img = nibabel.load(str(folder / "semantic_ref.nii.gz"))
+    ref = np.asarray(ref_img.dataobj)
+    pred = np.asarray(nibabel.load(str(folder / "semantic_pred.nii.gz")).dataobj)
+    values = np.union1d(np.unique(ref), np.unique(pred))
+    lut = np.zeros(int(values.max()) + 1, dtype=np.uint8)
+    lut[values] = np.arange(len(values), dtype=np.uint8)
+    f = (int(downsample), int(downsample), 1)
+    spacing = tuple(float(s) * k for s, k in zip(ref_img.header.get_zooms(), f))
+    return {"ref": _downsample(lut[ref], f), "pred": _downsample(lut[pred], f),
+            "labels": [int(v) for v in values], "spacing": spacing}
+
+
+def augment_volume(volume: np.ndarray, rng: np.random.Generator, max_shift: int = 6, max_rotation: float = 8.0,
+                   flip_axis: int | None = None, jitter_fraction: float = 0.3) -> np.ndarray:
+    """A reference-like copy of a label volume (for training on one reference).
+
+    The augmentation (nearest-neighbour throughout, so labels stay labels):
+    in-plane rotation by U(-max_rotation, max_rotation) degrees, in-plane shift by up to
+    ``max_shift`` voxels (edges padded with background 0), optionally a mirror along ``flip_axis``
+    with probability 1/2 (off by default: spine labels come in left / right pairs, and a mirror
+    would teach the model exactly the left-right swap a prediction may make), and boundary jitter: each of a random
+    ``jitter_fraction`` of the foreground labels grows by one voxel into the background, or shrinks by
+    one voxel (its boundary becomes background). These are the variations between raters and
+    scans; they never turn one structure into another, so a swapped or missing label stays unseen.
+    """
+    from scipy import ndimage
+
+    vol = np.asarray(volume)
+    angle = float(rng.uniform(-max_rotation, max_rotation))
+    out = ndimage.rotate(vol, angle, axes=(0, 1), reshape=False, order=0, mode="constant", cval=0)
+    shift = [int(rng.integers(-max_shift, max_shift + 1)) for _ in range(2)] + [0] * (vol.ndim - 2)
+    out = ndimage.shift(out, shift, order=0, mode="constant", cval=0)
+    if flip_axis is not None and rng.random() < 0.5:
+        out = np.flip(out, axis=flip_axis)
+    out = np.ascontiguousarray(out)
+    labels = [int(v) for v in np.unique(out) if v != 0]
+    structure = ndimage.generate_binary_structure(vol.ndim, 1)
+    for lab in labels:
+        if rng.random() >= jitter_fraction:
+            continue
+        region = out == lab
+        if rng.random() < 0.5:
+            grown = ndimage.binary_dilation(region, structure) & (out == 0)
+            out[grown] = lab
+        else:
+            border = region & ~ndimage.binary_erosion(region, structure)
+            out[border] = 0
+    return out

@@ -1,0 +1,115 @@
+"""Pictures of segmentation QC results (``gnsm report-seg``): mask, prediction, error and anomaly map.
+
+:func:`write_report` takes the arrays an evaluation keeps (``gt``, ``pred``, ``anomaly_map``,
+``score``, ``dice``, optional ``names``/``kind``/``severity``) and writes one PNG per case for the
+``top`` most and least anomalous cases, plus a score-vs-Dice scatter plot. Volumes (3-D) are shown
+as the axial slice (last axis) where the error, or else the anomaly map, is largest.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["plot_case", "plot_score_vs_dice", "write_report"]
+
+
+def _slice(volume: np.ndarray, index: int) -> np.ndarray:
+    return volume[..., index] if volume.ndim == 3 else volume
+
+
+def _pick_slice(error: np.ndarray, amap: np.ndarray) -> int:
+    if amap.ndim != 3:
+        return 0
+    weight = error.reshape(-1, error.shape[-1]).sum(axis=0)
+    if weight.max() == 0:
+        weight = amap.reshape(-1, amap.shape[-1]).mean(axis=0)
+    return int(np.argmax(weight))
+
+
+def plot_case(gt: np.ndarray, pred: np.ndarray, amap: np.ndarray, path: str | Path, title: str = "",
+              ignore_index: int | None = None, num_classes: int | None = None) -> Path:
+    """Ground truth | prediction | error (pred != gt) | anomaly map, side by side, saved as PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    error = pred != gt
+    if ignore_index is not None and ignore_index >= 0:
+        error &= gt != ignore_index
+    z = _pick_slice(error, amap)
+    K = int(num_classes or max(int(gt.max()), int(pred.max())) + 1)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
+    cmap = plt.get_cmap("tab20", max(K, 2))
+    panels = [(_slice(gt, z), "ground truth", dict(cmap=cmap, vmin=0, vmax=K - 1, interpolation="nearest")),
+              (_slice(pred, z), "prediction", dict(cmap=cmap, vmin=0, vmax=K - 1, interpolation="nearest")),
+              (_slice(error, z), f"error ({int(error.sum())} voxels)", dict(cmap="gray", vmin=0, vmax=1,
+                                                                            interpolation="nearest")),
+              (_slice(amap, z), "anomaly map", dict(cmap="inferno"))]
+    for ax, (img, name, kw) in zip(axes, panels):
+        im = ax.imshow(img.T if gt.ndim == 3 else img, **kw)
+        ax.set_title(name + (f" (slice {z})" if gt.ndim == 3 else ""))
+        ax.axis("off")
+    fig.colorbar(im, ax=axes[-1], fraction=0.046)
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_score_vs_dice(score: np.ndarray, dice: np.ndarray, path: str | Path, kind: np.ndarray | None = None,
+                       title: str = "") -> Path:
+    """Scatter of the case score against the mean Dice (colour = corruption kind when given)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    if kind is None:
+        ax.scatter(dice, score, s=6, alpha=0.5)
+    else:
+        for k in sorted(set(kind.tolist())):
+            sel = kind == k
+            ax.scatter(dice[sel], score[sel], s=6, alpha=0.5, label=str(k))
+        ax.legend(markerscale=3, fontsize=8)
+    ax.set_xlabel("mean Dice against ground truth")
+    ax.set_ylabel("anomaly score")
+    ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def write_report(arrays: dict[str, Any], out_dir: str | Path, top: int = 3, prefix: str = "") -> list[Path]:
+    """PNGs of the ``top`` most and least anomalous cases and the score-vs-Dice plot; returns the paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    score = np.asarray(arrays["score"], dtype=np.float64)
+    dice = np.asarray(arrays["dice"], dtype=np.float64)
+    names = arrays.get("names")
+    kind = arrays.get("kind")
+    sev = arrays.get("severity")
+    ignore = arrays.get("ignore_index")
+    ignore = None if ignore is None else int(ignore)
+    order = np.argsort(-score, kind="stable")
+    k = min(int(top), len(order))
+    picks = [("most_anomalous", i, r) for r, i in enumerate(order[:k], 1)]
+    picks += [("least_anomalous", i, r) for r, i in enumerate(order[::-1][:k], 1)]
+    paths = []
+    for label, i, rank in picks:
+        parts = [f"score {score[i]:.3g}", f"mean Dice {dice[i]:.3f}"]
+        if names is not None:
+            parts.insert(0, str(names[i]))
+        if kind is not None:
+            parts.append(f"{kind[i]}" + (f" @ {float(sev[i]):.2f}" if sev is not None else ""))
+        paths.append(plot_case(arrays["gt"][i], arrays["pred"][i], arrays["anomaly_map"][i],
+                               out / f"{prefix}{label}_{rank}.png", title=" | ".join(parts), ignore_index=ignore))
+    if len(score) > 1:
+        paths.append(plot_score_vs_dice(score, dice, out / f"{prefix}score_vs_dice.png", kind,
+                                        title="case score vs mean Dice"))
+    return paths
