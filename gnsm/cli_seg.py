@@ -123,9 +123,13 @@ def cmd_evaluate_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
         params["n_steps"] = args.steps
     if args.channels:
         params["channels"] = tuple(args.channels)
+    if args.coord_channels:
+        params["coord_channels"] = True
     if args.dataset == "camvid":
+        extra = {"severities": tuple(args.severities)} if args.severities else {}
         result = seg_eval.evaluate_camvid(downsample=args.downsample or 6, seed=args.seed, detector_params=params,
-                                          scorings=args.scoring, model_dir=args.model_dir, verbose=not args.quiet)
+                                          scorings=args.scoring, model_dir=args.model_dir, verbose=not args.quiet,
+                                          **extra)
     else:
         params["scoring"] = args.scoring[0]
         result = seg_eval.evaluate_spine(downsample=args.downsample or 4, seed=args.seed, detector_params=params,
@@ -196,6 +200,8 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--scoring", choices=["denoise", "paper"], nargs="+", default=["denoise"],
                    help="scoring modes to compare with one trained network (camvid)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
+    p.add_argument("--coord-channels", action="store_true", help="feed normalized coordinates to the UNet")
+    p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=3, help="most / least anomalous cases to draw")
     p.add_argument("--device", default="auto")
