@@ -46,6 +46,8 @@ def cmd_fit_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
         params["channels"] = tuple(args.channels)
     if args.flip_axes:
         params["flip_axes"] = tuple(args.flip_axes)
+    if args.lr:
+        params["lr"] = args.lr
     det = SegmentationQC(**params)
     say(f"gnsm fit-seg: {len(files)} masks")
     det.fit([str(f) for f in files])
@@ -125,6 +127,8 @@ def cmd_evaluate_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
         params["channels"] = tuple(args.channels)
     if args.coord_channels:
         params["coord_channels"] = True
+    if args.lr:
+        params["lr"] = args.lr
     if args.dataset == "camvid":
         extra = {"severities": tuple(args.severities)} if args.severities else {}
         result = seg_eval.evaluate_camvid(downsample=args.downsample or 6, seed=args.seed, detector_params=params,
@@ -177,6 +181,7 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--patch-size", type=int, nargs="+", default=None)
     p.add_argument("--channels", type=int, nargs="+", default=None, help="UNet widths per level")
     p.add_argument("--flip-axes", type=int, nargs="+", default=None, help="axes of random mirroring")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--contamination", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
@@ -201,6 +206,7 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
                    help="scoring modes to compare with one trained network (camvid)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
     p.add_argument("--coord-channels", action="store_true", help="feed normalized coordinates to the UNet")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=3, help="most / least anomalous cases to draw")

@@ -107,7 +107,9 @@ def test_cli_fit_score_report_seg(tmp_path, capsys):
         Image.fromarray(m).save(masks / f"m{i}.png")
     model = tmp_path / "model"
     assert main(["fit-seg", str(masks), "--model-dir", str(model), "--steps", "2", "--channels", "4", "8",
-                 "--device", "cpu", "-q"]) == 0
+                 "--lr", "1e-3", "--device", "cpu", "-q"]) == 0
+    import json
+    assert json.loads((model / "meta.json").read_text())["params"]["lr"] == 1e-3
     out = tmp_path / "scores.csv"
     assert main(["score-seg", str(masks / "m0.png"), str(masks / "m1.png"), "--model-dir", str(model),
                  "-o", str(out), "--maps-dir", str(tmp_path / "maps"), "-q"]) == 0
