@@ -15,8 +15,13 @@
 #include <cstring>
 #include <cmath>
 
+// Host compilers inline everything here by force: the CPU kernels call these helpers from functions
+// compiled once per instruction set (GCC target_clones), and a helper left out of line would run the
+// baseline code even from the AVX2 clone.
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define GNSM_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define GNSM_HD inline __attribute__((always_inline))
 #else
 #define GNSM_HD inline
 #endif

@@ -16,7 +16,7 @@ namespace {
 
 // Writes y for one tile given z in a [C][kTile] buffer.
 template <typename out_t, typename acc_t>
-inline void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
+GNSM_CPU_INLINE void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
   const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
   acc_t mx[kTile], log_sum[kTile];
   for (int64_t j = 0; j < layout.num_fields(); ++j) {

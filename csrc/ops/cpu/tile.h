@@ -13,13 +13,19 @@
 #include "utils/checks.h"
 #include "utils/gnsm_math.h"
 
-// The per-tile workers are compiled twice, for AVX2 and for baseline x86-64, and the loader picks one
-// at run time (GCC function multiversioning): the vectorized exp/log/Philox loops run about 2x faster
-// on AVX2 without making the package require it.
+// The per-tile workers are compiled twice, for x86-64-v3 (AVX2, FMA, BMI2) and for baseline x86-64, and
+// the loader picks one at run time (GCC function multiversioning), so the package does not require AVX2.
+// Everything a worker calls must be inlined into it (GNSM_CPU_INLINE here, GNSM_HD in gnsm_math.h):
+// an out-of-line helper is compiled once, for the baseline, and would run baseline code in both clones.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-#define GNSM_CPU_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#define GNSM_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define GNSM_CPU_MULTIVERSION
+#endif
+#if defined(__GNUC__)
+#define GNSM_CPU_INLINE inline __attribute__((always_inline))
+#else
+#define GNSM_CPU_INLINE inline
 #endif
 
 namespace gnsm {
@@ -34,14 +40,14 @@ struct Tile {
   bool records = false;  // lanes are records (S == 1) rather than positions of record b0
 
   // Element (lane i, channel c) of a (B, C, S) tensor is at base(C, S) + c * cstride(S) + i * lane_stride(C).
-  int64_t base(int64_t C, int64_t S) const { return records ? b0 * C : b0 * C * S + s0; }
-  int64_t cstride(int64_t S) const { return records ? 1 : S; }
-  int64_t lane_stride(int64_t C) const { return records ? C : 1; }
+  GNSM_CPU_INLINE int64_t base(int64_t C, int64_t S) const { return records ? b0 * C : b0 * C * S + s0; }
+  GNSM_CPU_INLINE int64_t cstride(int64_t S) const { return records ? 1 : S; }
+  GNSM_CPU_INLINE int64_t lane_stride(int64_t C) const { return records ? C : 1; }
   // Position (b, s) of lane i as a flat index into a (B, J, S) per-position tensor of field j.
-  int64_t pos_index(int64_t i, int64_t j, int64_t J, int64_t S) const {
+  GNSM_CPU_INLINE int64_t pos_index(int64_t i, int64_t j, int64_t J, int64_t S) const {
     return records ? (b0 + i) * J + j : (b0 * J + j) * S + s0 + i;
   }
-  int64_t batch_of(int64_t i) const { return records ? b0 + i : b0; }
+  GNSM_CPU_INLINE int64_t batch_of(int64_t i) const { return records ? b0 + i : b0; }
 };
 
 // Runs fn(tile) over all tiles of a (B, C, S) layout, in parallel; fn must be thread-safe.
@@ -77,7 +83,7 @@ void for_each_tile(const Dims& d, F&& fn) {
 
 // The standard Gumbel noise of every channel of a tile, g[c * kTile + i] (fp32), regenerated from
 // (seed, offset): one Philox call gives four consecutive channels of one lane.
-inline void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t offset, float* g) {
+GNSM_CPU_INLINE void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t offset, float* g) {
   const int64_t C = d.channels, S = d.spatial;
   const int64_t groups = (C + 3) / 4;
   for (int64_t cg = 0; cg < groups; ++cg) {
@@ -106,7 +112,7 @@ inline void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t of
 
 // Per-thread scratch of n elements, reused across tiles and calls (no allocation per tile).
 template <typename T, int Slot = 0>
-inline T* scratch(int64_t n) {
+GNSM_CPU_INLINE T* scratch(int64_t n) {
   thread_local std::vector<T> buf;
   if (static_cast<int64_t>(buf.size()) < n) buf.resize(n);
   return buf.data();
@@ -128,7 +134,7 @@ at::Tensor tau_as(const at::Tensor& tau) {
 
 // Per-lane 1/tau and tau of a tile.
 template <typename acc_t>
-inline void lane_tau(const Tile& t, const acc_t* tau, acc_t* tau_lane, acc_t* inv_tau_lane) {
+GNSM_CPU_INLINE void lane_tau(const Tile& t, const acc_t* tau, acc_t* tau_lane, acc_t* inv_tau_lane) {
   for (int64_t i = 0; i < t.n; ++i) {
     tau_lane[i] = tau[t.batch_of(i)];
     inv_tau_lane[i] = acc_t(1) / tau_lane[i];
@@ -139,7 +145,7 @@ inline void lane_tau(const Tile& t, const acc_t* tau, acc_t* tau_lane, acc_t* in
 // returned as its two parts: callers form (z - max) - log_sum, never z - (max + log_sum), which
 // would round log_sum away when max is large (e.g. bf16 outputs near their largest finite value).
 template <typename acc_t>
-inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum) {
+GNSM_CPU_INLINE void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum) {
   acc_t sum[kTile];
   for (int64_t i = 0; i < n; ++i) {
     mx[i] = z[i];
@@ -157,7 +163,7 @@ inline void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* lo
 // As field_lse, also keeping e[k][i] = exp(z[k][i] - max[i]) so callers form softmax = e / sum without
 // a second exp per element.
 template <typename acc_t>
-inline void field_softmax_parts(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum, acc_t* inv_sum,
+GNSM_CPU_INLINE void field_softmax_parts(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum, acc_t* inv_sum,
                                 acc_t* e) {
   acc_t sum[kTile];
   for (int64_t i = 0; i < n; ++i) {
@@ -181,7 +187,7 @@ inline void field_softmax_parts(const acc_t* z, int64_t K, int64_t n, acc_t* mx,
 
 // Per-lane maximum of a field's channels in a [K][kTile] buffer.
 template <typename acc_t>
-inline void field_max(const acc_t* z, int64_t K, int64_t n, acc_t* mx) {
+GNSM_CPU_INLINE void field_max(const acc_t* z, int64_t K, int64_t n, acc_t* mx) {
   for (int64_t i = 0; i < n; ++i) mx[i] = z[i];
   for (int64_t k = 1; k < K; ++k) {
     for (int64_t i = 0; i < n; ++i) mx[i] = std::max(mx[i], z[k * kTile + i]);
