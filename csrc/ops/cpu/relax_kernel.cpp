@@ -14,20 +14,19 @@ namespace gnsm {
 namespace cpu {
 namespace {
 
-// Writes y for one tile given z in a [C][kTile] buffer.
+// Writes y for one tile given z in a [C][kTile] buffer (overwritten with y in the math type).
 template <typename out_t, typename acc_t>
 GNSM_CPU_INLINE void write_relaxed(const Tile& t, const Dims& d, const FieldLayout& layout, acc_t* z, out_t* y) {
-  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
   acc_t mx[kTile], log_sum[kTile];
   for (int64_t j = 0; j < layout.num_fields(); ++j) {
     const int64_t o = layout.offsets[j], K = layout.sizes[j];
     field_lse(z + o * kTile, K, t.n, mx, log_sum);
     for (int64_t k = 0; k < K; ++k) {
-      const acc_t* zk = z + (o + k) * kTile;
-      out_t* yk = y + base + (o + k) * cs;
-      for (int64_t i = 0; i < t.n; ++i) yk[i * ls] = static_cast<out_t>((zk[i] - mx[i]) - log_sum[i]);
+      acc_t* zk = z + (o + k) * kTile;
+      for (int64_t i = 0; i < t.n; ++i) zk[i] = (zk[i] - mx[i]) - log_sum[i];
     }
   }
+  store_tile(t, d, z, y, 0, d.channels);
 }
 
 template <typename label_t, typename out_t>
@@ -80,12 +79,9 @@ GNSM_CPU_MULTIVERSION void relax_logits_tile(const Tile& t, const RelaxArgs& arg
   acc_t tau_l[kTile], inv_tau[kTile];
   lane_tau(t, tau_p, tau_l, inv_tau);
   fill_gumbel(t, d, args.seed, args.offset, g);
-  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
+  load_tile(t, d, a_p, z);
   for (int64_t c = 0; c < d.channels; ++c) {
-    const in_t* ac = a_p + base + c * cs;
-    const float* gc = g + c * kTile;
-    acc_t* zc = z + c * kTile;
-    for (int64_t i = 0; i < t.n; ++i) zc[i] = static_cast<acc_t>(ac[i * ls]) + static_cast<acc_t>(gc[i]);
+    for (int64_t i = 0; i < t.n; ++i) z[c * kTile + i] += static_cast<acc_t>(g[c * kTile + i]);
   }
   // Subtract each field's max of a + g before dividing by tau: huge logits at a small tau would
   // otherwise overflow to inf (softmax is shift-invariant, so y is unchanged).

@@ -16,7 +16,9 @@ namespace cpu {
 namespace {
 
 // One tile: per-position loss into loss_p (if not null) and gradient into grad_p (if not null) with
-// per-position weights w (w_scalar when w_pos is null).
+// per-position weights w (w_scalar when w_pos is null). q = softmax(-g) is e / sum(e) with
+// e = exp(-g) = -log(u) from the Gumbel transform (bounded in (5e-8, 17): no max shift needed), and
+// log q = -g - log(sum e); p = softmax(l) takes one exp per element.
 template <typename in_t, bool KL>
 GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
                const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
@@ -25,44 +27,54 @@ GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
   float* g = scratch<float, 1>(d.channels * kTile);
-  acc_t* lq = scratch<acc_t, 2>(d.channels * kTile);
+  float* eq = scratch<float, 2>(d.channels * kTile);
   acc_t* lp = scratch<acc_t, 3>(d.channels * kTile);
-  acc_t* eq = scratch<acc_t, 4>(d.channels * kTile);
-  acc_t* ep = scratch<acc_t, 5>(d.channels * kTile);
-  acc_t tau_l[kTile], inv_tau[kTile], mx_q[kTile], ls_q[kTile], is_q[kTile], mx_p[kTile], ls_p[kTile], is_p[kTile],
-      acc[kTile], w[kTile];
+  acc_t* ep = scratch<acc_t, 4>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], ls_q[kTile], is_q[kTile], mx_p[kTile], ls_p[kTile], is_p[kTile], acc[kTile],
+      w[kTile];
   lane_tau(t, tau_p, tau_l, inv_tau);
-  fill_gumbel(t, d, seed, offset, g);
-  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
-  for (int64_t c = 0; c < d.channels; ++c) {
-    for (int64_t i = 0; i < t.n; ++i) {
-      lq[c * kTile + i] = -static_cast<acc_t>(g[c * kTile + i]);
-      lp[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
-    }
-  }
+  fill_gumbel(t, d, seed, offset, g, eq);
+  load_tile(t, d, l_p, lp);
   for (int64_t j = 0; j < J; ++j) {
     const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-    acc_t* q = lq + o * kTile;  // -g, then q = softmax(-g)
-    acc_t* p = lp + o * kTile;  // l, then p = softmax(l)
-    field_softmax_parts(q, K, t.n, mx_q, ls_q, is_q, eq + o * kTile);
-    field_softmax_parts(p, K, t.n, mx_p, ls_p, is_p, ep + o * kTile);
-    for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
+    const float* gj = g + o * kTile;
+    const float* eqj = eq + o * kTile;
+    acc_t* p = lp + o * kTile;  // l, then p = softmax(l), then the gradient
+    acc_t* epj = ep + o * kTile;
+    if (K == 1) {  // p = q = 1 exactly (e * (1 / e) might round to 1 - ulp): no loss, no gradient
+      for (int64_t i = 0; i < t.n; ++i) p[i] = acc_t(0);
+      if (loss_p != nullptr) {
+        for (int64_t i = 0; i < t.n; ++i) loss_p[t.pos_index(i, j, J, d.spatial)] = acc_t(0);
+      }
+      continue;
+    }
+    field_exp_sum(p, K, t.n, mx_p, is_p, epj);
+    for (int64_t i = 0; i < t.n; ++i) is_q[i] = acc_t(0);
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t i = 0; i < t.n; ++i) is_q[i] += static_cast<acc_t>(eqj[k * kTile + i]);
+    }
+    for (int64_t i = 0; i < t.n; ++i) {
+      ls_p[i] = math::fast_log(is_p[i]);
+      ls_q[i] = math::fast_log(is_q[i]);
+      is_p[i] = acc_t(1) / is_p[i];
+      is_q[i] = acc_t(1) / is_q[i];
+      acc[i] = acc_t(0);
+    }
     const acc_t kk = static_cast<acc_t>(K);
     // The kind is a template parameter so this innermost loop has no branch and vectorizes.
     for (int64_t k = 0; k < K; ++k) {
-      const acc_t* eqk = eq + (o + k) * kTile;
-      const acc_t* epk = ep + (o + k) * kTile;
+      acc_t* pk_row = p + k * kTile;
       for (int64_t i = 0; i < t.n; ++i) {
-        const acc_t qk = eqk[i] * is_q[i], pk = epk[i] * is_p[i];
+        const acc_t qk = static_cast<acc_t>(eqj[k * kTile + i]) * is_q[i], pk = epj[k * kTile + i] * is_p[i];
         if (KL) {
-          const acc_t log_q = (q[k * kTile + i] - mx_q[i]) - ls_q[i];
-          const acc_t log_p = (p[k * kTile + i] - mx_p[i]) - ls_p[i];
+          const acc_t log_q = -static_cast<acc_t>(gj[k * kTile + i]) - ls_q[i];
+          const acc_t log_p = (pk_row[i] - mx_p[i]) - ls_p[i];
           acc[i] += qk * (log_q - log_p);
         } else {
           acc[i] += (pk - qk) * (pk - qk);
         }
-        q[k * kTile + i] = qk;
-        p[k * kTile + i] = pk;
+        pk_row[i] = pk;
+        epj[k * kTile + i] = qk;  // ep now holds q
       }
     }
     if (!KL) {
@@ -73,12 +85,10 @@ GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64
     }
     if (grad_p == nullptr) continue;
     for (int64_t i = 0; i < t.n; ++i) w[i] = w_pos ? w_pos[t.pos_index(i, j, J, d.spatial)] : w_scalar;
+    const acc_t* q = epj;
     if (KL) {
       for (int64_t k = 0; k < K; ++k) {
-        in_t* gk = grad_p + base + (o + k) * cs;
-        for (int64_t i = 0; i < t.n; ++i) {
-          gk[i * ls] = static_cast<in_t>(w[i] * (p[k * kTile + i] - q[k * kTile + i]));
-        }
+        for (int64_t i = 0; i < t.n; ++i) p[k * kTile + i] = w[i] * (p[k * kTile + i] - q[k * kTile + i]);
       }
     } else {
       acc_t dp[kTile];
@@ -87,15 +97,15 @@ GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64
         for (int64_t i = 0; i < t.n; ++i) dp[i] += (p[k * kTile + i] - q[k * kTile + i]) * p[k * kTile + i];
       }
       for (int64_t k = 0; k < K; ++k) {
-        in_t* gk = grad_p + base + (o + k) * cs;
         for (int64_t i = 0; i < t.n; ++i) {
           const acc_t pm = p[k * kTile + i];
           const acc_t scale = w[i] * tau_l[i] * tau_l[i] * kk * kk;
-          gk[i * ls] = static_cast<in_t>(scale * pm * ((pm - q[k * kTile + i]) - dp[i]));
+          p[k * kTile + i] = scale * pm * ((pm - q[k * kTile + i]) - dp[i]);
         }
       }
     }
   }
+  if (grad_p != nullptr) store_tile(t, d, lp, grad_p, 0, d.channels);
 }
 
 // Runs loss_tile with the kind as a compile-time constant (so its inner loops carry no branch).

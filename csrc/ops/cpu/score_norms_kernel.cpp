@@ -18,21 +18,21 @@ GNSM_CPU_MULTIVERSION void score_norms_tile(const Tile& t, const NormArgs& args,
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
   acc_t* l = scratch<acc_t, 1>(d.channels * kTile);
-  acc_t tau_l[kTile], inv_tau[kTile], mx[kTile], log_sum[kTile], acc[kTile];
+  acc_t* e = scratch<acc_t, 2>(d.channels * kTile);
+  acc_t tau_l[kTile], inv_tau[kTile], mx[kTile], sum[kTile], acc[kTile];
   lane_tau(t, tau_p, tau_l, inv_tau);
-  const int64_t base = t.base(d.channels, d.spatial), cs = t.cstride(d.spatial), ls = t.lane_stride(d.channels);
-  for (int64_t c = 0; c < d.channels; ++c) {
-    for (int64_t i = 0; i < t.n; ++i) l[c * kTile + i] = static_cast<acc_t>(l_p[base + c * cs + i * ls]);
-  }
+  load_tile(t, d, l_p, l);
   for (int64_t j = 0; j < J; ++j) {
     const int64_t o = args.layout.offsets[j], K = args.layout.sizes[j];
-    field_lse(l + o * kTile, K, t.n, mx, log_sum);
-    for (int64_t i = 0; i < t.n; ++i) acc[i] = acc_t(0);
+    field_exp_sum(l + o * kTile, K, t.n, mx, sum, e + o * kTile);  // softmax = e / sum: one exp per element
+    for (int64_t i = 0; i < t.n; ++i) {
+      sum[i] = acc_t(1) / sum[i];
+      acc[i] = acc_t(0);
+    }
     for (int64_t k = 0; k < K; ++k) {
-      const acc_t* lk = l + (o + k) * kTile;
+      const acc_t* ek = e + (o + k) * kTile;
       for (int64_t i = 0; i < t.n; ++i) {
-        const acc_t p = math::fast_exp((lk[i] - mx[i]) - log_sum[i]);
-        const acc_t s = math::score_from_prob(p, static_cast<acc_t>(K), tau_l[i]);
+        const acc_t s = math::score_from_prob(ek[i] * sum[i], static_cast<acc_t>(K), tau_l[i]);
         acc[i] += s * s;
       }
     }

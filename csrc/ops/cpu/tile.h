@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -154,14 +155,16 @@ GNSM_CPU_INLINE void philox_lanes(int64_t n, uint64_t seed, uint64_t offset, uin
 }
 
 // The standard Gumbel noise of every channel of a tile, g[c * kTile + i] (fp32), regenerated from
-// (seed, offset): one Philox call gives four consecutive channels of one lane.
-GNSM_CPU_INLINE void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t offset, float* g) {
+// (seed, offset): one Philox call gives four consecutive channels of one lane. If e is not null it
+// also gets exp(-g) = -log(u), the inner log of the Gumbel transform (same bits as
+// math::gumbel_from_uniform on the host), so softmax(-g) = e / sum(e) costs no exp.
+GNSM_CPU_INLINE void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, uint64_t offset, float* g,
+                                 float* e = nullptr) {
   const int64_t C = d.channels, S = d.spatial;
   const int64_t groups = (C + 3) / 4;
   for (int64_t cg = 0; cg < groups; ++cg) {
     const int64_t c0 = cg * 4;
     const int64_t lanes = std::min<int64_t>(4, C - c0);
-    float* g0 = g + c0 * kTile;
     // Lanes of a tile have evenly spaced counter groups (see philox_group): consecutive positions
     // for spatial tiles, a stride of ceil(C/4) for record tiles.
     const uint64_t gbase = math::philox_group(t.b0, c0, t.s0, C, S);
@@ -169,9 +172,54 @@ GNSM_CPU_INLINE void fill_gumbel(const Tile& t, const Dims& d, uint64_t seed, ui
     alignas(32) uint32_t bits[4][kTile];
     philox_lanes(t.n, seed, offset, gbase, gstride, bits);
     for (int64_t l = 0; l < lanes; ++l) {
-      for (int64_t i = 0; i < t.n; ++i) {
-        g0[l * kTile + i] = math::gumbel_from_uniform<float>(math::uniform_open01(bits[l][i]));
+      float* gl = g + (c0 + l) * kTile;
+      if (e == nullptr) {
+        for (int64_t i = 0; i < t.n; ++i) gl[i] = math::gumbel_from_uniform<float>(math::uniform_open01(bits[l][i]));
+      } else {
+        float* el = e + (c0 + l) * kTile;
+        for (int64_t i = 0; i < t.n; ++i) {
+          const float neg_log_u = -math::fast_log(math::uniform_open01(bits[l][i]));
+          el[i] = neg_log_u;
+          gl[i] = -math::fast_log(neg_log_u);
+        }
       }
+    }
+  }
+}
+
+// Copies the tile's channels of a (B, C, S) tensor into a [C][kTile] buffer of the math type. For
+// spatial tiles each channel's lanes are contiguous: memcpy when no conversion is needed.
+template <typename in_t, typename acc_t>
+GNSM_CPU_INLINE void load_tile(const Tile& t, const Dims& d, const in_t* src, acc_t* dst) {
+  const int64_t C = d.channels, S = d.spatial, base = t.base(C, S);
+  if (t.records) {
+    for (int64_t i = 0; i < t.n; ++i) {
+      for (int64_t c = 0; c < C; ++c) dst[c * kTile + i] = static_cast<acc_t>(src[base + i * C + c]);
+    }
+  } else if (std::is_same<in_t, acc_t>::value) {
+    for (int64_t c = 0; c < C; ++c) std::memcpy(dst + c * kTile, src + base + c * S, t.n * sizeof(acc_t));
+  } else {
+    for (int64_t c = 0; c < C; ++c) {
+      const in_t* row = src + base + c * S;
+      for (int64_t i = 0; i < t.n; ++i) dst[c * kTile + i] = static_cast<acc_t>(row[i]);
+    }
+  }
+}
+
+// The reverse of load_tile: channels [c0, c1) of a [C][kTile] buffer into a (B, C, S) tensor.
+template <typename out_t, typename acc_t>
+GNSM_CPU_INLINE void store_tile(const Tile& t, const Dims& d, const acc_t* src, out_t* dst, int64_t c0, int64_t c1) {
+  const int64_t C = d.channels, S = d.spatial, base = t.base(C, S);
+  if (t.records) {
+    for (int64_t i = 0; i < t.n; ++i) {
+      for (int64_t c = c0; c < c1; ++c) dst[base + i * C + c] = static_cast<out_t>(src[c * kTile + i]);
+    }
+  } else if (std::is_same<out_t, acc_t>::value) {
+    for (int64_t c = c0; c < c1; ++c) std::memcpy(dst + base + c * S, src + c * kTile, t.n * sizeof(acc_t));
+  } else {
+    for (int64_t c = c0; c < c1; ++c) {
+      out_t* row = dst + base + c * S;
+      for (int64_t i = 0; i < t.n; ++i) row[i] = static_cast<out_t>(src[c * kTile + i]);
     }
   }
 }
@@ -226,12 +274,10 @@ GNSM_CPU_INLINE void field_lse(const acc_t* z, int64_t K, int64_t n, acc_t* mx, 
   for (int64_t i = 0; i < n; ++i) log_sum[i] = math::fast_log(sum[i]);
 }
 
-// As field_lse, also keeping e[k][i] = exp(z[k][i] - max[i]) so callers form softmax = e / sum without
-// a second exp per element.
+// Per-lane max, 1/sum and e[k][i] = exp(z[k][i] - max[i]) of a field's channels in a [K][kTile] buffer:
+// softmax = e / sum with one exp per element.
 template <typename acc_t>
-GNSM_CPU_INLINE void field_softmax_parts(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* log_sum, acc_t* inv_sum,
-                                acc_t* e) {
-  acc_t sum[kTile];
+GNSM_CPU_INLINE void field_exp_sum(const acc_t* z, int64_t K, int64_t n, acc_t* mx, acc_t* sum, acc_t* e) {
   for (int64_t i = 0; i < n; ++i) {
     mx[i] = z[i];
     sum[i] = acc_t(0);
@@ -244,10 +290,6 @@ GNSM_CPU_INLINE void field_softmax_parts(const acc_t* z, int64_t K, int64_t n, a
       e[k * kTile + i] = math::fast_exp(z[k * kTile + i] - mx[i]);
       sum[i] += e[k * kTile + i];
     }
-  }
-  for (int64_t i = 0; i < n; ++i) {
-    log_sum[i] = math::fast_log(sum[i]);
-    inv_sum[i] = acc_t(1) / sum[i];
   }
 }
 
