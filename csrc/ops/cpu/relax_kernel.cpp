@@ -30,9 +30,9 @@ GNSM_CPU_INLINE void write_relaxed(const Tile& t, const Dims& d, const FieldLayo
 }
 
 template <typename label_t, typename out_t>
-GNSM_CPU_MULTIVERSION void relax_labels_tile(const Tile& t, const RelaxArgs& args, const label_t* lab,
-                                             const at::opmath_type<out_t>* tau_p, at::opmath_type<out_t> log_eps,
-                                             out_t* y_p) {
+GNSM_CPU_INLINE void relax_labels_body(const Tile& t, const RelaxArgs& args, const label_t* lab,
+                                       const at::opmath_type<out_t>* tau_p, at::opmath_type<out_t> log_eps,
+                                       out_t* y_p) {
   using acc_t = at::opmath_type<out_t>;
   const Dims& d = args.dims;
   const FieldLayout& layout = args.layout;
@@ -44,9 +44,10 @@ GNSM_CPU_MULTIVERSION void relax_labels_tile(const Tile& t, const RelaxArgs& arg
   fill_gumbel(t, d, args.seed, args.offset, g);
   for (int64_t j = 0; j < J; ++j) {
     const int64_t o = layout.offsets[j], K = layout.sizes[j];
-    int64_t label[kTile];
-    for (int64_t i = 0; i < t.n; ++i) label[i] = static_cast<int64_t>(lab[t.pos_index(i, j, J, d.spatial)]);
-    for (int64_t k = 0; k < K; ++k) {
+    // 32-bit labels (validated < K) so the class compare vectorizes 8 wide.
+    int32_t label[kTile];
+    for (int64_t i = 0; i < t.n; ++i) label[i] = static_cast<int32_t>(lab[t.pos_index(i, j, J, d.spatial)]);
+    for (int32_t k = 0; k < static_cast<int32_t>(K); ++k) {
       const float* gk = g + (o + k) * kTile;
       acc_t* zk = z + (o + k) * kTile;
       for (int64_t i = 0; i < t.n; ++i) {
@@ -55,6 +56,17 @@ GNSM_CPU_MULTIVERSION void relax_labels_tile(const Tile& t, const RelaxArgs& arg
     }
   }
   write_relaxed(t, d, layout, z, y_p);
+}
+
+template <typename label_t, typename out_t>
+GNSM_CPU_MULTIVERSION void relax_labels_tile(const Tile& t, const RelaxArgs& args, const label_t* lab,
+                                             const at::opmath_type<out_t>* tau_p, at::opmath_type<out_t> log_eps,
+                                             out_t* y_p) {
+  if (is_full_span(t)) {
+    relax_labels_body<label_t, out_t>(full_span(t), args, lab, tau_p, log_eps, y_p);
+  } else {
+    relax_labels_body<label_t, out_t>(t, args, lab, tau_p, log_eps, y_p);
+  }
 }
 
 template <typename label_t, typename out_t>
@@ -70,8 +82,8 @@ void relax_labels_impl(const at::Tensor& labels, const at::Tensor& tau, const Re
 }
 
 template <typename in_t, typename out_t>
-GNSM_CPU_MULTIVERSION void relax_logits_tile(const Tile& t, const RelaxArgs& args, const in_t* a_p,
-                                             const at::opmath_type<out_t>* tau_p, out_t* y_p) {
+GNSM_CPU_INLINE void relax_logits_body(const Tile& t, const RelaxArgs& args, const in_t* a_p,
+                                       const at::opmath_type<out_t>* tau_p, out_t* y_p) {
   using acc_t = at::opmath_type<out_t>;
   const Dims& d = args.dims;
   float* g = scratch<float, 3>(d.channels * kTile);
@@ -95,6 +107,16 @@ GNSM_CPU_MULTIVERSION void relax_logits_tile(const Tile& t, const RelaxArgs& arg
     }
   }
   write_relaxed(t, d, args.layout, z, y_p);
+}
+
+template <typename in_t, typename out_t>
+GNSM_CPU_MULTIVERSION void relax_logits_tile(const Tile& t, const RelaxArgs& args, const in_t* a_p,
+                                             const at::opmath_type<out_t>* tau_p, out_t* y_p) {
+  if (is_full_span(t)) {
+    relax_logits_body<in_t, out_t>(full_span(t), args, a_p, tau_p, y_p);
+  } else {
+    relax_logits_body<in_t, out_t>(t, args, a_p, tau_p, y_p);
+  }
 }
 
 template <typename in_t, typename out_t>

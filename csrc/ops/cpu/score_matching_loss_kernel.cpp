@@ -20,9 +20,9 @@ namespace {
 // e = exp(-g) = -log(u) from the Gumbel transform (bounded in (5e-8, 17): no max shift needed), and
 // log q = -g - log(sum e); p = softmax(l) takes one exp per element.
 template <typename in_t, bool KL>
-GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
-               const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
-               const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
+GNSM_CPU_INLINE void loss_body(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
+                               const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
+                               const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
   using acc_t = at::opmath_type<in_t>;
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
@@ -106,6 +106,17 @@ GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64
     }
   }
   if (grad_p != nullptr) store_tile(t, d, lp, grad_p, 0, d.channels);
+}
+
+template <typename in_t, bool KL>
+GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
+                                     const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
+                                     const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
+  if (is_full_span(t)) {
+    loss_body<in_t, KL>(full_span(t), args, seed, offset, l_p, tau_p, loss_p, grad_p, w_pos, w_scalar);
+  } else {
+    loss_body<in_t, KL>(t, args, seed, offset, l_p, tau_p, loss_p, grad_p, w_pos, w_scalar);
+  }
 }
 
 // Runs loss_tile with the kind as a compile-time constant (so its inner loops carry no branch).

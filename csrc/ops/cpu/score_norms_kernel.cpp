@@ -12,8 +12,8 @@ namespace cpu {
 namespace {
 
 template <typename in_t>
-GNSM_CPU_MULTIVERSION void score_norms_tile(const Tile& t, const NormArgs& args, const in_t* l_p,
-                                            const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* sq_p) {
+GNSM_CPU_INLINE void score_norms_body(const Tile& t, const NormArgs& args, const in_t* l_p,
+                                      const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* sq_p) {
   using acc_t = at::opmath_type<in_t>;
   const Dims& d = args.dims;
   const int64_t J = args.layout.num_fields();
@@ -37,6 +37,16 @@ GNSM_CPU_MULTIVERSION void score_norms_tile(const Tile& t, const NormArgs& args,
       }
     }
     for (int64_t i = 0; i < t.n; ++i) sq_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
+  }
+}
+
+template <typename in_t>
+GNSM_CPU_MULTIVERSION void score_norms_tile(const Tile& t, const NormArgs& args, const in_t* l_p,
+                                            const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* sq_p) {
+  if (is_full_span(t)) {
+    score_norms_body<in_t>(full_span(t), args, l_p, tau_p, sq_p);
+  } else {
+    score_norms_body<in_t>(t, args, l_p, tau_p, sq_p);
   }
 }
 

@@ -58,6 +58,19 @@ struct Tile {
   GNSM_CPU_INLINE int64_t batch_of(int64_t i) const { return records ? b0 + i : b0; }
 };
 
+// The common tile, kTile consecutive positions of one record, rebuilt from constants: once a worker's
+// body is inlined with it, every lane loop has a fixed trip count (no remainder loops) and the
+// record/position branches fold away. Workers call their body with full_span(t) when is_full_span(t).
+GNSM_CPU_INLINE bool is_full_span(const Tile& t) { return !t.records && t.n == kTile; }
+GNSM_CPU_INLINE Tile full_span(const Tile& t) {
+  Tile f;
+  f.b0 = t.b0;
+  f.s0 = t.s0;
+  f.n = kTile;
+  f.records = false;
+  return f;
+}
+
 // Runs fn(tile) over all tiles of a (B, C, S) layout, in parallel; fn must be thread-safe.
 template <typename F>
 void for_each_tile(const Dims& d, F&& fn) {
@@ -97,14 +110,16 @@ void for_each_tile(const Dims& d, F&& fn) {
 __attribute__((target("avx2"))) inline void philox_lanes_avx2(uint64_t seed, uint64_t offset, uint64_t group0,
                                                               uint64_t gstride, uint32_t* b0, uint32_t* b1,
                                                               uint32_t* b2, uint32_t* b3) {
-  alignas(32) uint32_t lo[8], hi[8];
-  for (int i = 0; i < 8; ++i) {
-    const uint64_t g = group0 + static_cast<uint64_t>(i) * gstride;
-    lo[i] = static_cast<uint32_t>(g);
-    hi[i] = static_cast<uint32_t>(g >> 32);
-  }
-  __m256i x = _mm256_load_si256(reinterpret_cast<const __m256i*>(lo));
-  __m256i y = _mm256_load_si256(reinterpret_cast<const __m256i*>(hi));
+  // The 8 64-bit counters in two registers, split into low and high words (built in registers: scalar
+  // stores read back as one vector would stall on store forwarding).
+  const auto ll = [](uint64_t v) { return static_cast<long long>(v); };  // wrap-around in unsigned
+  const __m256i c03 = _mm256_setr_epi64x(ll(group0), ll(group0 + gstride), ll(group0 + 2 * gstride),
+                                         ll(group0 + 3 * gstride));
+  const __m256i c47 = _mm256_add_epi64(c03, _mm256_set1_epi64x(ll(4 * gstride)));
+  const __m256i perm = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+  const __m256i a = _mm256_permutevar8x32_epi32(c03, perm), b = _mm256_permutevar8x32_epi32(c47, perm);
+  __m256i x = _mm256_permute2x128_si256(a, b, 0x20);  // low words of counters 0..7
+  __m256i y = _mm256_permute2x128_si256(a, b, 0x31);  // high words
   __m256i z = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset)));
   __m256i w = _mm256_set1_epi32(static_cast<int>(static_cast<uint32_t>(offset >> 32)));
   uint32_t k0 = static_cast<uint32_t>(seed), k1 = static_cast<uint32_t>(seed >> 32);
