@@ -134,9 +134,10 @@ GNSM_HD float fast_exp(float x) {
 #else
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
-  const float t = x * 1.44269504088896341f + 0.5f;
-  float n = static_cast<float>(static_cast<int32_t>(t));
-  n -= bits_to_float(float_to_bits(1.0f) & (0u - static_cast<uint32_t>(n > t)));  // floor, branch-free
+  // n = round(x / ln 2) by adding 1.5 * 2^23: the sum's low mantissa bits are n (two's complement),
+  // which also builds 2^n below without float -> int conversions.
+  const float t = x * 1.44269504088896341f + 12582912.0f;
+  const float n = t - 12582912.0f;
   x = x - n * 0.693359375f + n * 2.12194440e-4f;
   const float z = x * x;
   float y = 1.9875691500e-4f;
@@ -146,7 +147,7 @@ GNSM_HD float fast_exp(float x) {
   y = y * x + 1.6666665459e-1f;
   y = y * x + 5.0000001201e-1f;
   y = y * z + x + 1.0f;
-  const uint32_t scale = static_cast<uint32_t>(static_cast<int32_t>(n) + 127) << 23;
+  const uint32_t scale = (float_to_bits(t) + 127u) << 23;  // (n + 127) << 23, n in [-126, 127]
   return y * bits_to_float(scale);
 #endif
 }

@@ -60,8 +60,12 @@ GNSM_CPU_INLINE void loss_body(const Tile& t, const LossArgs& args, uint64_t see
       is_q[i] = acc_t(1) / is_q[i];
       acc[i] = acc_t(0);
     }
+    for (int64_t i = 0; i < t.n; ++i) {
+      w[i] = grad_p == nullptr ? acc_t(0) : (w_pos ? w_pos[t.pos_index(i, j, J, d.spatial)] : w_scalar);
+    }
     const acc_t kk = static_cast<acc_t>(K);
-    // The kind is a template parameter so this innermost loop has no branch and vectorizes.
+    // The kind is a template parameter so this innermost loop has no branch and vectorizes. The kl
+    // gradient w (p - q) is formed here, in place of l; mse keeps p and q for its second pass.
     for (int64_t k = 0; k < K; ++k) {
       acc_t* pk_row = p + k * kTile;
       for (int64_t i = 0; i < t.n; ++i) {
@@ -70,11 +74,12 @@ GNSM_CPU_INLINE void loss_body(const Tile& t, const LossArgs& args, uint64_t see
           const acc_t log_q = -static_cast<acc_t>(gj[k * kTile + i]) - ls_q[i];
           const acc_t log_p = (pk_row[i] - mx_p[i]) - ls_p[i];
           acc[i] += qk * (log_q - log_p);
+          pk_row[i] = w[i] * (pk - qk);
         } else {
           acc[i] += (pk - qk) * (pk - qk);
+          pk_row[i] = pk;
+          epj[k * kTile + i] = qk;  // ep now holds q
         }
-        pk_row[i] = pk;
-        epj[k * kTile + i] = qk;  // ep now holds q
       }
     }
     if (!KL) {
@@ -83,25 +88,18 @@ GNSM_CPU_INLINE void loss_body(const Tile& t, const LossArgs& args, uint64_t see
     if (loss_p != nullptr) {
       for (int64_t i = 0; i < t.n; ++i) loss_p[t.pos_index(i, j, J, d.spatial)] = acc[i];
     }
-    if (grad_p == nullptr) continue;
-    for (int64_t i = 0; i < t.n; ++i) w[i] = w_pos ? w_pos[t.pos_index(i, j, J, d.spatial)] : w_scalar;
-    const acc_t* q = epj;
-    if (KL) {
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t i = 0; i < t.n; ++i) p[k * kTile + i] = w[i] * (p[k * kTile + i] - q[k * kTile + i]);
-      }
-    } else {
-      acc_t dp[kTile];
-      for (int64_t i = 0; i < t.n; ++i) dp[i] = acc_t(0);
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t i = 0; i < t.n; ++i) dp[i] += (p[k * kTile + i] - q[k * kTile + i]) * p[k * kTile + i];
-      }
-      for (int64_t k = 0; k < K; ++k) {
-        for (int64_t i = 0; i < t.n; ++i) {
-          const acc_t pm = p[k * kTile + i];
-          const acc_t scale = w[i] * tau_l[i] * tau_l[i] * kk * kk;
-          p[k * kTile + i] = scale * pm * ((pm - q[k * kTile + i]) - dp[i]);
-        }
+    if (grad_p == nullptr || KL) continue;
+    const acc_t* q = epj;  // mse gradient: tau^2 K^2 p_m (d_m - sum_k d_k p_k)
+    acc_t dp[kTile];
+    for (int64_t i = 0; i < t.n; ++i) dp[i] = acc_t(0);
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t i = 0; i < t.n; ++i) dp[i] += (p[k * kTile + i] - q[k * kTile + i]) * p[k * kTile + i];
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      for (int64_t i = 0; i < t.n; ++i) {
+        const acc_t pm = p[k * kTile + i];
+        const acc_t scale = w[i] * tau_l[i] * tau_l[i] * kk * kk;
+        p[k * kTile + i] = scale * pm * ((pm - q[k * kTile + i]) - dp[i]);
       }
     }
   }
