@@ -25,7 +25,13 @@
 // package does not require AVX2. The v4 clone is 20-25% faster than v3 on this machine (AMD Zen 4).
 // Everything a worker calls must be inlined into it (GNSM_CPU_INLINE here, GNSM_HD in gnsm_math.h):
 // an out-of-line helper is compiled once, for the baseline, and would run baseline code in both clones.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+// Test builds can compile one variant only, to run the tests on a clone this machine would not pick:
+// CMAKE_ARGS="-DCMAKE_CXX_FLAGS=-DGNSM_CPU_TEST_ISA_V3" (or ..._BASELINE).
+#if defined(GNSM_CPU_TEST_ISA_V3)
+#define GNSM_CPU_MULTIVERSION __attribute__((target("arch=x86-64-v3")))
+#elif defined(GNSM_CPU_TEST_ISA_BASELINE)
+#define GNSM_CPU_MULTIVERSION
+#elif defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #define GNSM_CPU_MULTIVERSION __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GNSM_CPU_MULTIVERSION
@@ -152,7 +158,7 @@ __attribute__((target("avx2"))) inline void philox_lanes_avx2(uint64_t seed, uin
 // gbase + i * gstride (kTile is a multiple of 8, so the AVX2 path may fill lanes past n).
 GNSM_CPU_INLINE void philox_lanes(int64_t n, uint64_t seed, uint64_t offset, uint64_t gbase, uint64_t gstride,
                                   uint32_t (*bits)[kTile]) {
-#if GNSM_CPU_AVX2_PHILOX
+#if GNSM_CPU_AVX2_PHILOX && !defined(GNSM_CPU_TEST_ISA_BASELINE)
   if (__builtin_cpu_supports("avx2")) {
     for (int64_t i = 0; i < n; i += 8) {
       philox_lanes_avx2(seed, offset, gbase + static_cast<uint64_t>(i) * gstride, gstride, bits[0] + i, bits[1] + i,
