@@ -107,9 +107,10 @@ GNSM_CPU_INLINE void loss_body(const Tile& t, const LossArgs& args, uint64_t see
 }
 
 template <typename in_t, bool KL>
-GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset, const in_t* l_p,
-                                     const at::opmath_type<in_t>* tau_p, at::opmath_type<in_t>* loss_p, in_t* grad_p,
-                                     const at::opmath_type<in_t>* w_pos, at::opmath_type<in_t> w_scalar) {
+GNSM_CPU_MULTIVERSION void loss_tile(const Tile& t, const LossArgs& args, uint64_t seed, uint64_t offset,
+                                     const in_t* l_p, const at::opmath_type<in_t>* tau_p,
+                                     at::opmath_type<in_t>* loss_p, in_t* grad_p, const at::opmath_type<in_t>* w_pos,
+                                     at::opmath_type<in_t> w_scalar) {
   if (is_full_span(t)) {
     loss_body<in_t, KL>(full_span(t), args, seed, offset, l_p, tau_p, loss_p, grad_p, w_pos, w_scalar);
   } else {
