@@ -184,6 +184,8 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     params = {"num_classes": K, "patch_size": (64, 64, ref.shape[2]), "batch_size": 4, "random_state": seed,
               "verbose": verbose, **(detector_params or {})}
     det, fit_s = _fit_or_load(params, train, model_dir)
+    if det.scoring != params.get("scoring", det.scoring):  # a saved network, scored another way
+        det.refit_scoring(train, scoring=params["scoring"])
     res = det.predict_maps([pred, ref] + heldout)
     amap = res.anomaly_map[0]
     error = pred != ref
