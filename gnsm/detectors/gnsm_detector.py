@@ -472,8 +472,10 @@ class GNSMDetector(BaseDetector):
 
     # ------------------------------------------------------------------ heads
     def _check_head_labels(self, y: Any, n: int) -> np.ndarray | None:
-        """The normal-class labels the HGAD head gets (None for other heads, which ignore ``y``)."""
+        """The normal-class labels the HGAD head gets (None for other heads, which ignore ``y``'s values)."""
         if self.head_kind_ != "hgad":
+            if y is not None and len(y) != n:  # ignored, but a wrong length is a caller's mistake worth naming
+                raise ValueError(f"y: expected {n} labels (one per record), got {len(y)}")
             return None
         if y is not None:
             from ._validation import check_labels

@@ -291,5 +291,7 @@ def test_hgad_head_bad_labels(cars_classes):
 
 def test_labels_ignored_by_other_heads(cars_classes):
     X = cars_classes["train"].head(100)
-    det = GNSMDetector(**{**HGAD_FAST, "head": "loss", "n_steps": 5}).fit(X, np.zeros(3))
+    det = GNSMDetector(**{**HGAD_FAST, "head": "loss", "n_steps": 5}).fit(X, np.arange(len(X)) % 2)
     assert det.head_.kind == "loss" and np.isfinite(det.decision_scores_).all()
+    with pytest.raises(ValueError, match=f"y: expected {len(X)} labels"):  # values ignored, length still checked
+        GNSMDetector(**{**HGAD_FAST, "head": "loss", "n_steps": 10 ** 6}).fit(X, np.zeros(3))
