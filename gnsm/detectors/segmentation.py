@@ -17,9 +17,12 @@ is then turned into an N-channel per-voxel feature map, one channel per scoring 
 
 From the feature map:
 
-- ``anomaly_map``: each channel standardized by the training voxels' mean / std, averaged over
-  channels; ``pred_mask`` = ``anomaly_map > pixel_threshold_`` (the ``1 - pixel_contamination``
-  quantile of the training maps).
+- ``anomaly_map`` (``pixel_head="mean"``, default): each channel standardized by the training voxels'
+  mean / std, averaged over channels. ``pixel_head="hgad"``: a per-position density head, an HGAD
+  flow (:mod:`gnsm.detectors.hgad`) fitted on a sample of training voxels' N-channel vectors (log
+  scale) conditioned on a sin-cos code of the voxel's position; the map is each voxel's negative
+  log-likelihood per dimension. ``pred_mask`` = ``anomaly_map > pixel_threshold_`` (the
+  ``1 - pixel_contamination`` quantile of the training maps).
 - per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
   a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
@@ -30,6 +33,7 @@ separable triangular weight, so volumes larger than GPU memory work; small input
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 import math
 import time
@@ -45,10 +49,18 @@ from ..data.masks import MaskCase, as_cases, as_cond
 from ..schedule import Schedule
 from .base import BaseDetector
 from .heads import HEAD_KINDS, DensityHead
+from .hgad import fit_hgad_head
 
 __all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS"]
 
 SCORINGS = ("denoise", "paper")
+PIXEL_HEADS = ("mean", "hgad")
+_HGAD_FIT_ARGS = frozenset(inspect.signature(fit_hgad_head).parameters) - {"features", "labels", "cond", "device",
+                                                                           "random_state"}
+# Per-position HGAD head: small and quick by default (it sees up to max_samples voxels, not cases).
+_PIXEL_HGAD_DEFAULTS = {"n_classes": "auto", "n_intra_centers": 3, "n_blocks": 4, "hidden_dim": 64,
+                        "stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 512, "score_entropy_weight": 0.0,
+                        "max_samples": 50_000, "position_channels": None}
 CASE_STATS = ("mean", "rms", "max", "q90", "q95", "q99")
 _DEFAULT_PATCH = {2: (128, 128), 3: (64, 64, 64)}
 _WHOLE_CASE_VOXELS = 1 << 21  # cases up to this many voxels are scored in one piece
@@ -101,6 +113,11 @@ class SegmentationQC(BaseDetector):
         pixel_contamination: fraction of training voxels above ``pixel_threshold_``.
         scoring: ``"denoise"`` or ``"paper"`` (module docstring).
         head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``).
+        pixel_head: how the N channels become the anomaly map: ``"mean"`` of the standardized channels,
+            or ``"hgad"``, a per-position HGAD flow (module docstring).
+        pixel_head_options: overrides of the per-position HGAD settings (``_PIXEL_HGAD_DEFAULTS``: any
+            :func:`gnsm.detectors.hgad.fit_hgad_head` argument, plus ``max_samples`` voxels to fit on and
+            ``position_channels`` of the sin-cos code, default 16 in 2-D and 24 in 3-D).
         case_stats: per-channel statistics forming the case feature vector (see ``CASE_STATS``).
         max_components, n_neighbors, head_options: head settings.
         n_temperatures, tau_max, tau_min: training schedule (DESIGN 1.5).
@@ -124,6 +141,7 @@ class SegmentationQC(BaseDetector):
 
     def __init__(self, num_classes: int | None = None, contamination: float = 0.1,
                  pixel_contamination: float = 0.01, scoring: str = "denoise", head: str = "gmm",
+                 pixel_head: str = "mean", pixel_head_options: dict | None = None,
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
                  tau_min: float = 2.0, n_score_temperatures: int = 5, n_noise_copies: int = 2, eps: float = 0.01,
@@ -138,6 +156,8 @@ class SegmentationQC(BaseDetector):
         self.pixel_contamination = pixel_contamination
         self.scoring = scoring
         self.head = head
+        self.pixel_head = pixel_head
+        self.pixel_head_options = pixel_head_options
         self.case_stats = case_stats
         self.max_components = max_components
         self.n_neighbors = n_neighbors
@@ -169,6 +189,11 @@ class SegmentationQC(BaseDetector):
     def _check_params(self) -> None:
         if self.scoring not in SCORINGS:
             raise ValueError(f"scoring: expected one of {list(SCORINGS)}, got {self.scoring!r}")
+        if self.pixel_head not in PIXEL_HEADS:
+            raise ValueError(f"pixel_head: expected one of {list(PIXEL_HEADS)}, got {self.pixel_head!r}")
+        unknown = sorted(set(self.pixel_head_options or {}) - set(_PIXEL_HGAD_DEFAULTS) - _HGAD_FIT_ARGS)
+        if unknown:
+            raise ValueError(f"pixel_head_options: unknown keys {unknown}")
         if self.head not in HEAD_KINDS:
             raise ValueError(f"head: expected one of {list(HEAD_KINDS)}, got {self.head!r}")
         bad = [s for s in self.case_stats if s not in CASE_STATS]
@@ -229,7 +254,7 @@ class SegmentationQC(BaseDetector):
         self._check_fitted("predict_maps")
         maps = self.feature_maps(X, cond)
         scores = self._case_scores(maps)
-        anomaly = [self._combine(m) for m in maps]
+        anomaly = [self._pixel_map(m) for m in maps]
         return SegmentationResult(
             pred_score=scores,
             pred_label=(scores > self.threshold_).astype(np.int64),
@@ -241,7 +266,7 @@ class SegmentationQC(BaseDetector):
     def anomaly_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
         """Per-voxel anomaly maps (one ``(*spatial)`` float32 array per case)."""
         self._check_fitted("anomaly_maps")
-        return [self._combine(m) for m in self.feature_maps(X, cond)]
+        return [self._pixel_map(m) for m in self.feature_maps(X, cond)]
 
     @torch.no_grad()
     def feature_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
@@ -329,12 +354,15 @@ class SegmentationQC(BaseDetector):
         out["map_mean"] = torch.as_tensor(self.map_mean_)
         out["map_std"] = torch.as_tensor(self.map_std_)
         out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
+        if self.pixel_head_ is not None:
+            out.update({f"pixel_head.{k}": v for k, v in self.pixel_head_.state_tensors().items()})
         return out
 
     def _state_meta(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes_, "spatial_dims": self.spatial_dims_,
                 "patch_size": list(self.patch_size_), "model_config": self.model_config_,
                 "pixel_threshold": float(self.pixel_threshold_), "head": self.head_.state_meta(),
+                "pixel_head": None if self.pixel_head_ is None else self.pixel_head_.state_meta(),
                 "train_info": self.train_info_}
 
     def _load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
@@ -353,6 +381,13 @@ class SegmentationQC(BaseDetector):
         self.map_std_ = tensors["map_std"].numpy()
         self.head_ = DensityHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
                                             meta["head"], device=self._dev)
+        self.pixel_head_ = None
+        if meta.get("pixel_head") is not None:
+            from .hgad import HGADHead
+            prefix = "pixel_head."
+            self.pixel_head_ = HGADHead.from_state(
+                {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta["pixel_head"],
+                device=self._dev)
 
     # ------------------------------------------------------------------ conditioning
     def _model_cond_channels(self) -> int:
@@ -483,7 +518,7 @@ class SegmentationQC(BaseDetector):
         per_case = max(2_000_000 // len(cases), 1)
         s1 = s2 = 0.0
         n = 0
-        feats, samples = [], []
+        feats, samples, positions = [], [], []
         for i, case in enumerate(cases):
             fmap = self._case_map(case, None if conds is None else conds[i])
             flat = fmap.reshape(fmap.shape[0], -1).astype(np.float64)
@@ -493,13 +528,56 @@ class SegmentationQC(BaseDetector):
             feats.append(self._case_features(fmap))
             keep = flat.shape[1] if flat.shape[1] <= per_case else rng.choice(flat.shape[1], per_case, replace=False)
             samples.append(flat[:, keep] if isinstance(keep, np.ndarray) else flat)
+            if self.pixel_head == "hgad":
+                rows = self._position_rows(fmap.shape[1:])
+                positions.append(rows[keep] if isinstance(keep, np.ndarray) else rows)
         mean = s1 / n
         std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
         self.map_mean_ = mean.astype(np.float32)
         self.map_std_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
-        combined = self._combine(np.concatenate(samples, axis=1))
+        pool = np.concatenate(samples, axis=1)
+        if self.pixel_head == "hgad":
+            pos = np.concatenate(positions)
+            combined = self._fit_pixel_head(pool, pos, rng)
+        else:
+            self.pixel_head_ = None
+            combined = self._combine(pool)
         self.pixel_threshold_ = float(np.quantile(combined, 1.0 - float(self.pixel_contamination)))
         return np.stack(feats)
+
+    def _pixel_options(self) -> dict[str, Any]:
+        return {**_PIXEL_HGAD_DEFAULTS, **(self.pixel_head_options or {})}
+
+    def _position_rows(self, shape: Sequence[int]) -> np.ndarray:
+        """(prod(shape), P) sin-cos code of every voxel's position (in voxels from the case's corner)."""
+        from ..flows import positions_as_rows, sincos_positional_encoding
+        P = self._pixel_options()["position_channels"] or (16 if len(shape) == 2 else 24)
+        return positions_as_rows(sincos_positional_encoding(int(P), tuple(shape))).numpy()
+
+    @staticmethod
+    def _pixel_rows(flat: np.ndarray) -> np.ndarray:
+        """(T, n) channel values -> (n, T) head input on a log scale (the KL errors / norms are heavy-tailed)."""
+        return np.log(np.maximum(flat, 0.0) + 1e-3).T.astype(np.float32)
+
+    def _fit_pixel_head(self, pool: np.ndarray, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Fit the per-position HGAD head on a sample of the pooled training voxels; returns their map values."""
+        opts = self._pixel_options()
+        n = min(int(opts["max_samples"]), pool.shape[1])
+        pick = rng.choice(pool.shape[1], n, replace=False) if n < pool.shape[1] else np.arange(n)
+        fit_args = {k: v for k, v in opts.items() if k in _HGAD_FIT_ARGS}
+        seed = 0 if self.random_state is None else int(self.random_state)
+        with torch.enable_grad():  # refit_scoring runs under no_grad
+            self.pixel_head_ = fit_hgad_head(self._pixel_rows(pool[:, pick]), cond=pos[pick], device=self._dev,
+                                             random_state=seed, **fit_args)
+        return self.pixel_head_.score(self._pixel_rows(pool), cond=pos).astype(np.float32)
+
+    def _pixel_map(self, fmap: np.ndarray) -> np.ndarray:
+        """(T, *spatial) feature map -> (*spatial) anomaly map."""
+        if getattr(self, "pixel_head_", None) is None:
+            return self._combine(fmap)
+        rows = self._pixel_rows(fmap.reshape(fmap.shape[0], -1))
+        score = self.pixel_head_.score(rows, cond=self._position_rows(fmap.shape[1:]))
+        return score.reshape(fmap.shape[1:]).astype(np.float32)
 
     def _combine(self, fmap: np.ndarray) -> np.ndarray:
         shape = (-1,) + (1,) * (fmap.ndim - 1)

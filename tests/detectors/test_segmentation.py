@@ -216,3 +216,34 @@ def test_coord_channels_and_refit_scoring(tmp_path):
                                det.decision_function(X[:2]), rtol=1e-6)
     with pytest.raises(ValueError, match="change the network"):
         det.refit_scoring(X, channels=(2, 4))
+
+
+def test_per_position_hgad_pixel_head(fitted, tmp_path):
+    """``pixel_head="hgad"``: an HGAD flow on each voxel's channel vector + position code gives the map."""
+    import copy
+
+    from sklearn.metrics import roc_auc_score
+    det = copy.deepcopy(fitted)  # the module fixture stays untouched
+    det.refit_scoring(_normal_masks(48, seed=1), pixel_head="hgad",
+                      pixel_head_options={"stage1_epochs": 4, "stage2_epochs": 2, "max_samples": 6000})
+    assert det.pixel_head_ is not None and det.pixel_head_.model.config["cond_dim"] == 16
+    pairs = [_corrupt(m) for m in _normal_masks(12, seed=5)]
+    res = det.predict_maps(np.stack([p[0] for p in pairs]))
+    assert res.anomaly_map[0].shape == (SIDE, SIDE) and res.pred_mask[0].dtype == bool
+    auc = roc_auc_score(np.concatenate([p[1].ravel() for p in pairs]),
+                        np.concatenate([m.ravel() for m in res.anomaly_map]))
+    assert auc > 0.8, auc
+    det.save(tmp_path / "px")
+    loaded = SegmentationQC.load(tmp_path / "px", device="cpu")
+    np.testing.assert_allclose(loaded.anomaly_maps(np.stack([pairs[0][0]]))[0], res.anomaly_map[0], rtol=1e-5,
+                               atol=1e-5)
+    assert loaded.pixel_threshold_ == det.pixel_threshold_
+    det.refit_scoring(_normal_masks(8, seed=1), pixel_head="mean")
+    assert det.pixel_head_ is None
+
+
+def test_pixel_head_errors():
+    with pytest.raises(ValueError, match="pixel_head: expected"):
+        SegmentationQC(pixel_head="flow").fit(np.ones((2, 4, 4), np.int64))
+    with pytest.raises(ValueError, match=r"pixel_head_options: unknown keys \['blocks'\]"):
+        SegmentationQC(pixel_head="hgad", pixel_head_options={"blocks": 2}).fit(np.ones((2, 4, 4), np.int64))
