@@ -37,17 +37,9 @@ def cmd_fit_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
     from gnsm.detectors import SegmentationQC
 
     files = _mask_files(args.masks)
-    params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring, n_steps=args.steps,
-                                  contamination=args.contamination, random_state=args.seed, device=args.device,
-                                  verbose=not args.quiet)
-    if args.patch_size:
-        params["patch_size"] = tuple(args.patch_size)
-    if args.channels:
-        params["channels"] = tuple(args.channels)
-    if args.flip_axes:
-        params["flip_axes"] = tuple(args.flip_axes)
-    if args.lr:
-        params["lr"] = args.lr
+    params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring,
+                                  contamination=args.contamination, random_state=args.seed,
+                                  verbose=not args.quiet, **_training_params(args))
     det = SegmentationQC(**params)
     say(f"gnsm fit-seg: {len(files)} masks")
     det.fit([str(f) for f in files])
@@ -120,15 +112,7 @@ def cmd_evaluate_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
     from gnsm.evaluation import seg_eval
     from gnsm.evaluation.seg_report import write_report
 
-    params: dict[str, Any] = {"device": args.device}
-    if args.steps:
-        params["n_steps"] = args.steps
-    if args.channels:
-        params["channels"] = tuple(args.channels)
-    if args.coord_channels:
-        params["coord_channels"] = True
-    if args.lr:
-        params["lr"] = args.lr
+    params = _training_params(args)
     if args.dataset == "camvid":
         extra = {"severities": tuple(args.severities)} if args.severities else {}
         result = seg_eval.evaluate_camvid(downsample=args.downsample or 6, seed=args.seed, detector_params=params,
@@ -169,6 +153,32 @@ def cmd_report_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
     return 0
 
 
+def _add_training_args(p: argparse.ArgumentParser, steps: int | None) -> None:
+    """The network / training options fit-seg and evaluate-seg share (read back by ``_training_params``)."""
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--patch-size", type=int, nargs="+", default=None)
+    p.add_argument("--channels", type=int, nargs="+", default=None, help="UNet widths per level")
+    p.add_argument("--flip-axes", type=int, nargs="+", default=None, help="axes of random mirroring")
+    p.add_argument("--coord-channels", action="store_true", help="feed normalized coordinates to the UNet")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
+    p.add_argument("--device", default="auto")
+
+
+def _training_params(args: argparse.Namespace) -> dict[str, Any]:
+    """SegmentationQC arguments from the options of ``_add_training_args`` (unset ones keep the defaults)."""
+    params: dict[str, Any] = {"device": args.device}
+    if args.steps:
+        params["n_steps"] = args.steps
+    for name in ("patch_size", "channels", "flip_axes"):
+        if getattr(args, name):
+            params[name] = tuple(getattr(args, name))
+    if args.coord_channels:
+        params["coord_channels"] = True
+    if args.lr:
+        params["lr"] = args.lr
+    return params
+
+
 def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None],
                      wrap: Callable[[Callable], Callable]) -> None:
     """Register the segmentation subcommands on the ``gnsm`` subparsers."""
@@ -177,14 +187,9 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--model-dir", required=True)
     p.add_argument("--num-classes", type=int, default=None, help="K (default: max label + 1)")
     p.add_argument("--scoring", choices=["denoise", "paper"], default="denoise")
-    p.add_argument("--steps", type=int, default=2000)
-    p.add_argument("--patch-size", type=int, nargs="+", default=None)
-    p.add_argument("--channels", type=int, nargs="+", default=None, help="UNet widths per level")
-    p.add_argument("--flip-axes", type=int, nargs="+", default=None, help="axes of random mirroring")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
+    _add_training_args(p, steps=2000)
     p.add_argument("--contamination", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
     common(p)
     p.set_defaults(func=wrap(cmd_fit_seg))
 
@@ -200,17 +205,13 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p.add_argument("dataset", choices=["camvid", "spine"])
     p.add_argument("--out", default="gnsm-eval-seg")
     p.add_argument("--downsample", type=int, default=None, help="factor (default: 6 camvid, 4 spine in-plane)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--channels", type=int, nargs="+", default=None)
+    _add_training_args(p, steps=None)
     p.add_argument("--scoring", choices=["denoise", "paper"], nargs="+", default=["denoise"],
                    help="scoring modes to compare with one trained network (camvid)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
-    p.add_argument("--coord-channels", action="store_true", help="feed normalized coordinates to the UNet")
-    p.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3)")
     p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--top", type=int, default=3, help="most / least anomalous cases to draw")
-    p.add_argument("--device", default="auto")
     common(p)
     p.set_defaults(func=wrap(cmd_evaluate_seg))
 

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from ..data import TabularEncoder
 from ..schedule import Schedule
-from .base import BaseDetector
+from .base import BaseDetector, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 
 __all__ = ["GNSMDetector", "SCORINGS", "HEADS"]
@@ -59,11 +59,6 @@ _DEFAULT_HEAD = {"denoise": "loss", "paper": "gmm"}
 
 
 # ---------------------------------------------------------------------------- small helpers
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
 
 def _field_log_softmax(x: Tensor, sizes: Sequence[int]) -> Tensor:
     return torch.cat([p.log_softmax(dim=1) for p in torch.split(x, list(sizes), dim=1)], dim=1)
@@ -273,7 +268,7 @@ class GNSMDetector(BaseDetector):
             v = self.encoder_.transform(self._X_val)
             val = (torch.as_tensor(v.codes, dtype=torch.long), torch.as_tensor(v.numerical, dtype=torch.float32))
 
-        self._dev = _resolve_device(self.device)
+        self._dev = resolve_device(self.device)
         from ..models import TabularResMLP
         self.model_ = TabularResMLP(self.field_sizes_, self.n_numerical_, width=int(self.width), depth=int(self.depth),
                                     dropout=float(self.dropout), tau_min=float(self.tau_min),
@@ -322,14 +317,14 @@ class GNSMDetector(BaseDetector):
         self.n_numerical_ = int(meta["n_numerical"])
         self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
         self.train_info_ = meta.get("train_info", {})
-        self._dev = _resolve_device(self.device)
+        self._dev = resolve_device(self.device)
         from ..models import build_model
         self.model_ = build_model(self.model_config_)
-        self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model_.load_state_dict(sub_state(tensors, "model."))
         self.model_.to(self._dev).eval()
         self.field_mean_ = tensors["field_mean"].numpy()
         self.field_scale_ = tensors["field_scale"].numpy()
-        self.head_ = DensityHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
+        self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
                                             meta["head"], device=self._dev)
 
     # ------------------------------------------------------------------ encoding

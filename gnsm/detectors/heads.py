@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .base import sub_state
+
 __all__ = ["DensityHead", "HEAD_KINDS", "blas_limit"]
 
 HEAD_KINDS = ("gmm", "kde", "knn", "hgad", "loss")
@@ -204,9 +206,8 @@ class DensityHead:
         head.meta = dict(meta["meta"])
         head.mean = tensors["mean"].numpy()
         head.scale = tensors["scale"].numpy()
-        head.arrays = {k[6:]: v.numpy() for k, v in tensors.items() if k.startswith("array.")}
+        head.arrays = {k: v.numpy() for k, v in sub_state(tensors, "array.").items()}
         if head.kind == "hgad":
             from .hgad import HGADHead
-            head.model = HGADHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("hgad.")},
-                                             meta["hgad"], device=device)
+            head.model = HGADHead.from_state(sub_state(tensors, "hgad."), meta["hgad"], device=device)
         return head

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 from ..flows.coupling import CouplingFlow
 from ..flows.mixture_prior import DEFAULT_RADIUS, HierarchicalGaussianPrior, hgad_losses
 from ._validation import as_float_tensor, check_labels, check_n_features, check_same_length
-from .base import BaseDetector
+from .base import BaseDetector, resolve_device, sub_state
 
 __all__ = ["HGADModel", "HGADHead", "HGADDetector", "fit_hgad_head", "choose_pseudo_classes", "train_hgad"]
 
@@ -49,13 +49,6 @@ _HEAD_OPTIONS = (
     "stage2_epochs", "batch_size", "lr", "weight_decay", "noise_std", "lambda1", "lambda2", "entropy_weight",
     "intra_weight", "label_smoothing", "score_entropy_weight", "max_auto_classes", "device", "random_state", "verbose",
 )
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class HGADModel(nn.Module):
@@ -256,7 +249,7 @@ class HGADHead:
     @classmethod
     def from_state(cls, tensors: dict[str, Tensor], meta: dict[str, Any], device: str | torch.device = "auto") -> "HGADHead":
         model = HGADModel(**meta["config"])
-        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
+        model.load_state_dict(sub_state(tensors, "model."))
         model.to(resolve_device(device)).eval()
         return cls(model=model, mean=tensors["mean"].double(), scale=tensors["scale"].double(), level=meta["level"],
                    classes=meta["classes"], class_info=meta["class_info"],

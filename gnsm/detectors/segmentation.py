@@ -33,6 +33,7 @@ separable triangular weight, so volumes larger than GPU memory work; small input
 """
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import math
@@ -47,7 +48,7 @@ from torch import Tensor
 
 from ..data.masks import MaskCase, as_cases, as_cond
 from ..schedule import Schedule
-from .base import BaseDetector
+from .base import BaseDetector, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 from .hgad import fit_hgad_head
 
@@ -81,10 +82,13 @@ class SegmentationResult:
     feature_maps: list[np.ndarray] | None = None
 
 
-def _resolve_device(device: str | torch.device) -> torch.device:
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+@functools.lru_cache(maxsize=4)
+def _position_code(channels: int, shape: tuple[int, ...]) -> np.ndarray:
+    """Cached: cases of one size (the usual data set) share the code instead of rebuilding it per case."""
+    from ..flows import positions_as_rows, sincos_positional_encoding
+    rows = positions_as_rows(sincos_positional_encoding(channels, shape)).numpy()
+    rows.setflags(write=False)
+    return rows
 
 
 def _starts(size: int, window: int) -> list[int]:
@@ -293,7 +297,7 @@ class SegmentationQC(BaseDetector):
             self.num_classes_ = int(self.num_classes)
         self.spatial_dims_ = dims
         conds = self._with_coords(cases, as_cond(self._cond, cases, int(self.cond_channels)))
-        self._dev = _resolve_device(self.device)
+        self._dev = resolve_device(self.device)
         self.patch_size_ = self._resolve_patch(cases)
         from ..models import UNet
         self.model_ = UNet(self.num_classes_, spatial_dims=dims, cond_channels=self._model_cond_channels(),
@@ -373,21 +377,19 @@ class SegmentationQC(BaseDetector):
         self.model_config_ = dict(meta["model_config"])
         self.train_info_ = meta.get("train_info", {})
         self.pixel_threshold_ = float(meta["pixel_threshold"])
-        self._dev = _resolve_device(self.device)
+        self._dev = resolve_device(self.device)
         self.model_ = build_model(self.model_config_)
-        self.model_.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        self.model_.load_state_dict(sub_state(tensors, "model."))
         self.model_.to(self._dev).eval()
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
-        self.head_ = DensityHead.from_state({k[5:]: v for k, v in tensors.items() if k.startswith("head.")},
+        self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
                                             meta["head"], device=self._dev)
         self.pixel_head_ = None
         if meta.get("pixel_head") is not None:
             from .hgad import HGADHead
-            prefix = "pixel_head."
-            self.pixel_head_ = HGADHead.from_state(
-                {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, meta["pixel_head"],
-                device=self._dev)
+            self.pixel_head_ = HGADHead.from_state(sub_state(tensors, "pixel_head."), meta["pixel_head"],
+                                                   device=self._dev)
 
     # ------------------------------------------------------------------ conditioning
     def _model_cond_channels(self) -> int:
@@ -550,9 +552,8 @@ class SegmentationQC(BaseDetector):
 
     def _position_rows(self, shape: Sequence[int]) -> np.ndarray:
         """(prod(shape), P) sin-cos code of every voxel's position (in voxels from the case's corner)."""
-        from ..flows import positions_as_rows, sincos_positional_encoding
         P = self._pixel_options()["position_channels"] or (16 if len(shape) == 2 else 24)
-        return positions_as_rows(sincos_positional_encoding(int(P), tuple(shape))).numpy()
+        return _position_code(int(P), tuple(int(n) for n in shape))
 
     @staticmethod
     def _pixel_rows(flat: np.ndarray) -> np.ndarray:

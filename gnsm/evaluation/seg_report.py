@@ -15,6 +15,23 @@ import numpy as np
 __all__ = ["plot_case", "plot_score_vs_dice", "write_report"]
 
 
+def _pyplot():
+    """pyplot on the non-interactive backend (reports are written on headless machines)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def _slice(volume: np.ndarray, index: int) -> np.ndarray:
     return volume[..., index] if volume.ndim == 3 else volume
 
@@ -31,9 +48,7 @@ def _pick_slice(error: np.ndarray, amap: np.ndarray) -> int:
 def plot_case(gt: np.ndarray, pred: np.ndarray, amap: np.ndarray, path: str | Path, title: str = "",
               ignore_index: int | None = None, num_classes: int | None = None) -> Path:
     """Ground truth | prediction | error (pred != gt) | anomaly map, side by side, saved as PNG."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     error = pred != gt
     if ignore_index is not None and ignore_index >= 0:
@@ -53,19 +68,13 @@ def plot_case(gt: np.ndarray, pred: np.ndarray, amap: np.ndarray, path: str | Pa
         ax.axis("off")
     fig.colorbar(im, ax=axes[-1], fraction=0.046)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=90)
 
 
 def plot_score_vs_dice(score: np.ndarray, dice: np.ndarray, path: str | Path, kind: np.ndarray | None = None,
                        title: str = "") -> Path:
     """Scatter of the case score against the mean Dice (colour = corruption kind when given)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     if kind is None:
@@ -78,11 +87,7 @@ def plot_score_vs_dice(score: np.ndarray, dice: np.ndarray, path: str | Path, ki
     ax.set_xlabel("mean Dice against ground truth")
     ax.set_ylabel("anomaly score")
     ax.set_title(title)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=100)
 
 
 def write_report(arrays: dict[str, Any], out_dir: str | Path, top: int = 3, prefix: str = "") -> list[Path]:
