@@ -18,7 +18,7 @@ import numpy as np
 from gnsm.detectors import SegmentationQC
 from gnsm.evaluation.seg_corruptions import CORRUPTIONS, make_cases
 from gnsm.evaluation.seg_data import CAMVID_VOID, load_camvid
-from gnsm.evaluation.seg_eval import _summary
+from gnsm.evaluation.seg_eval import summarize_cases
 
 
 def main() -> None:
@@ -48,7 +48,7 @@ def main() -> None:
         t0 = time.perf_counter()
         res = det.predict_maps(preds)
         score_s = time.perf_counter() - t0
-        summary = _summary(res.pred_score, dice, res.anomaly_map, cases, valid)
+        summary = summarize_cases(res.pred_score, dice, res.anomaly_map, cases, valid)
         out["methods"][f"gnsm ({scoring}, pixel_head=hgad)"] = {
             "refit_seconds": refit_s, "score_seconds": score_s,
             "pixel_head_classes": det.pixel_head_.class_info.get("k"), **summary}

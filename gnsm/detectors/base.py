@@ -23,7 +23,8 @@ A subclass implements the hooks below; everything else is shared:
 ``_load_state(tensors, meta) -> None``
     Rebuild the fitted model on a freshly constructed instance (constructor parameters already
     set from the checkpoint) from the CPU tensors and the dict ``_state_meta`` returned; move it to
-    the device the instance's parameters ask for.
+    the device the instance's parameters ask for (``resolve_device``; ``load_network`` rebuilds a
+    score network from its config and weights).
 """
 from __future__ import annotations
 
@@ -58,6 +59,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def sub_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
     """The tensors saved under ``prefix`` (e.g. ``"head."``), with the prefix removed."""
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def load_network(config: dict[str, Any], state: dict[str, torch.Tensor],
+                 device: torch.device) -> torch.nn.Module:
+    """Rebuild a network from its ``config()`` and ``state_dict`` (CPU tensors), on ``device`` in eval mode."""
+    from ..models import build_model  # lazy: the models are only needed to load or fit
+    model = build_model(config)
+    model.load_state_dict(state)
+    return model.to(device).eval()
 
 
 def _gnsm_version() -> str:

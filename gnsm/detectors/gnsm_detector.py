@@ -48,7 +48,7 @@ from torch import Tensor, nn
 
 from ..data import TabularEncoder
 from ..schedule import Schedule
-from .base import BaseDetector, resolve_device, sub_state
+from .base import BaseDetector, load_network, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 
 __all__ = ["GNSMDetector", "SCORINGS", "HEADS"]
@@ -318,10 +318,7 @@ class GNSMDetector(BaseDetector):
         self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
         self.train_info_ = meta.get("train_info", {})
         self._dev = resolve_device(self.device)
-        from ..models import build_model
-        self.model_ = build_model(self.model_config_)
-        self.model_.load_state_dict(sub_state(tensors, "model."))
-        self.model_.to(self._dev).eval()
+        self.model_ = load_network(self.model_config_, sub_state(tensors, "model."), self._dev)
         self.field_mean_ = tensors["field_mean"].numpy()
         self.field_scale_ = tensors["field_scale"].numpy()
         self.head_ = DensityHead.from_state(sub_state(tensors, "head."),

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from ..data.masks import MaskCase, as_cases, as_cond
 from ..schedule import Schedule
-from .base import BaseDetector, resolve_device, sub_state
+from .base import BaseDetector, load_network, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 from .hgad import fit_hgad_head
 
@@ -289,6 +289,7 @@ class SegmentationQC(BaseDetector):
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         cases, dims = as_cases(X, None, self.num_classes, name="X", allow_probs=False)
+        self._check_head_labels(y, len(cases))  # before training: fail fast
         if self.num_classes is None:
             self.num_classes_ = max(int(c.labels.max()) for c in cases) + 1
             if self.num_classes_ < 2:
@@ -342,6 +343,7 @@ class SegmentationQC(BaseDetector):
         self._check_params()
         seed = 0 if self.random_state is None else int(self.random_state)
         cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
+        self._check_head_labels(y, len(cases))  # before the feature maps
         conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
         self._X_val, self._cond_val = X_val, cond_val
         try:
@@ -370,7 +372,6 @@ class SegmentationQC(BaseDetector):
                 "train_info": self.train_info_}
 
     def _load_state(self, tensors: dict[str, Tensor], meta: dict[str, Any]) -> None:
-        from ..models import build_model
         self.num_classes_ = int(meta["num_classes"])
         self.spatial_dims_ = int(meta["spatial_dims"])
         self.patch_size_ = tuple(meta["patch_size"])
@@ -378,9 +379,7 @@ class SegmentationQC(BaseDetector):
         self.train_info_ = meta.get("train_info", {})
         self.pixel_threshold_ = float(meta["pixel_threshold"])
         self._dev = resolve_device(self.device)
-        self.model_ = build_model(self.model_config_)
-        self.model_.load_state_dict(sub_state(tensors, "model."))
-        self.model_.to(self._dev).eval()
+        self.model_ = load_network(self.model_config_, sub_state(tensors, "model."), self._dev)
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
         self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
@@ -390,6 +389,16 @@ class SegmentationQC(BaseDetector):
             from .hgad import HGADHead
             self.pixel_head_ = HGADHead.from_state(sub_state(tensors, "pixel_head."), meta["pixel_head"],
                                                    device=self._dev)
+
+    def _check_head_labels(self, y: Any, n: int) -> None:
+        """Check ``y`` against the ``n`` training cases (as ``GNSMDetector`` does for table rows)."""
+        if y is None:
+            return
+        if self.head == "hgad":
+            from ._validation import check_labels
+            check_labels(y, n, "y")
+        elif len(y) != n:  # ignored, but a wrong length is a caller's mistake worth naming
+            raise ValueError(f"y: expected {n} labels (one per case), got {len(y)}")
 
     # ------------------------------------------------------------------ conditioning
     def _model_cond_channels(self) -> int:

@@ -19,11 +19,15 @@ of held-out augmented references.
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-__all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "evaluate_camvid", "evaluate_spine"]
+if TYPE_CHECKING:
+    from .seg_corruptions import CorruptedCase
+
+__all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "summarize_cases", "evaluate_camvid",
+           "evaluate_spine"]
 
 
 class PositionalFrequency:
@@ -81,7 +85,15 @@ def case_metrics(scores: np.ndarray, dice: np.ndarray, good: float = 0.9, poor: 
             "n_good": int(g.sum()), "n_poor": int(p.sum()), "n": int(len(dice))}
 
 
-def _summary(scores, dice, maps, cases, valid) -> dict[str, Any]:
+def summarize_cases(scores: np.ndarray, dice: np.ndarray, maps: Sequence[np.ndarray],
+                    cases: Sequence[CorruptedCase], valid: Sequence[np.ndarray]) -> dict[str, Any]:
+    """One method's metrics on corrupted cases (:func:`gnsm.evaluation.seg_corruptions.make_cases`).
+
+    ``scores`` / ``dice``: per-case score and mean Dice, (n,); ``maps``: the anomaly maps; ``valid``: the
+    voxels that count (e.g. not void). Returns :func:`case_metrics` over all cases, ``voxel_auroc`` of
+    the maps against the error masks of the corrupted cases, and ``per_kind``: for each corruption kind,
+    :func:`case_metrics` on that kind plus the clean cases and the pooled voxel AUROC of that kind.
+    """
     corrupted = [i for i, c in enumerate(cases) if c.kind != "clean"]
     out = case_metrics(scores, dice)
     out["voxel_auroc"] = voxel_auroc([maps[i] for i in corrupted], [cases[i].error for i in corrupted],
@@ -147,11 +159,12 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
         t0 = time.perf_counter()
         res = det.predict_maps(preds)
         timing[scoring] = time.perf_counter() - t0
-        methods[f"gnsm ({scoring})"] = _summary(res.pred_score, dice, res.anomaly_map, cases, valid)
+        methods[f"gnsm ({scoring})"] = summarize_cases(res.pred_score, dice, res.anomaly_map, cases, valid)
         first = first or res
     base = PositionalFrequency(K).fit(train)
     base_maps = [base.anomaly_map(p) for p in preds]
-    methods["positional frequency"] = _summary(np.array([m.mean() for m in base_maps]), dice, base_maps, cases, valid)
+    methods["positional frequency"] = summarize_cases(np.array([m.mean() for m in base_maps]), dice, base_maps,
+                                                      cases, valid)
     result = {
         "dataset": "camvid", "downsample": downsample, "shape": list(val.shape[1:]), "seed": seed,
         "n_train": int(len(train)), "n_val_maps": int(len(val)), "n_cases": len(cases),

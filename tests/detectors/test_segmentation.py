@@ -147,6 +147,25 @@ def _quick(**kw) -> SegmentationQC:
     return SegmentationQC(**{**params, **kw})
 
 
+@pytest.mark.parametrize("head", ["gmm", "hgad"])
+def test_label_length_is_checked_before_training(fitted, monkeypatch, head):
+    """``y`` needs one label per case, whatever the head; a wrong length fails before the network trains."""
+    def no_training(*args, **kwargs):
+        raise AssertionError("training started before y was checked")
+
+    monkeypatch.setattr(SegmentationQC, "_train", no_training)
+    X = _normal_masks(6, seed=1)
+    det = _quick(head=head)
+    with pytest.raises(ValueError, match="y: expected 6 labels"):
+        det.fit(X, np.zeros(5))
+    assert not hasattr(det, "model_")
+    if head == "hgad":
+        with pytest.raises(ValueError, match="1-D"):
+            det.fit(X, np.zeros((6, 2)))
+    with pytest.raises(ValueError, match="y: expected 4 labels"):
+        fitted.refit_scoring(X[:4], y=np.zeros(3))
+
+
 def test_conditioning_channels_are_checked():
     X = _normal_masks(6, seed=1)
     img = np.random.default_rng(0).normal(size=(6, 1, SIDE, SIDE)).astype(np.float32)

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from gnsm.evaluation.seg_eval import PositionalFrequency, case_metrics, voxel_auroc
+from gnsm.evaluation.seg_eval import PositionalFrequency, case_metrics, summarize_cases, voxel_auroc
 
 
 def _data_or_skip(name: str):
@@ -74,6 +74,25 @@ def test_voxel_auroc_and_case_metrics():
     m = case_metrics(-dice, dice)
     assert m["spearman"] == pytest.approx(-1.0) and m["auroc_good_vs_poor"] == 1.0
     assert (m["n_good"], m["n_poor"]) == (2, 2)
+
+
+def test_summarize_cases_per_kind():
+    from gnsm.evaluation.seg_corruptions import make_cases
+    masks = []
+    for i in range(3):
+        m = np.zeros((32, 32), np.uint8)
+        m[16:] = 1
+        m[4 + i:12 + i, 6:14] = 2
+        masks.append(m)
+    cases = make_cases(masks, seed=0, kinds=("erosion", "class_swap"), severities=(0.5, 1.0))
+    dice = np.array([c.dice for c in cases])
+    perfect = [c.error.astype(np.float32) for c in cases]  # the error masks themselves
+    out = summarize_cases(-dice, dice, perfect, cases, [np.ones(c.gt.shape, bool) for c in cases])
+    assert out["n"] == len(cases) and out["spearman"] == pytest.approx(-1.0)
+    assert out["voxel_auroc"]["pooled"] == 1.0 and out["voxel_auroc"]["cases"] == 12  # clean cases left out
+    assert sorted(out["per_kind"]) == ["class_swap", "erosion"]
+    assert out["per_kind"]["erosion"]["n"] == 9 and out["per_kind"]["erosion"]["voxel_auroc"] == 1.0  # + clean
+    json.dumps(out)
 
 
 def test_report_pictures(tmp_path):
