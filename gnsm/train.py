@@ -36,6 +36,7 @@ import os
 import random
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass, fields as dc_fields
 from typing import Any, Sequence
 
@@ -115,6 +116,27 @@ class TrainConfig:
     def from_dict(cls, d: dict) -> "TrainConfig":
         names = {f.name for f in dc_fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def loss_relapse(history: Sequence[float], window: int = 20, min_drop: float = 0.05,
+                 back: float = 0.9) -> tuple[float, float, float] | None:
+    """Detects a run whose loss fell and then went back to where it started (a diverged run that
+    settled on a trivial solution, seen with a too-high lr on 3-D volumes): returns (start, best,
+    now) of the ``window``-step mean loss when the loss first dropped by more than ``min_drop`` of
+    its start and has since recovered at least ``back`` of that drop, else None."""
+    n = len(history)
+    if n < 3 * window:
+        return None
+    start = float(np.mean(history[:window]))
+    csum = np.concatenate([[0.0], np.cumsum(np.asarray(history, dtype=np.float64))])
+    means = (csum[window:] - csum[:-window]) / window
+    best, now = float(means.min()), float(means[-1])
+    drop = start - best
+    # the drop must also stand out of the step-to-step noise of a window mean (a flat noisy run is no relapse)
+    noise = float(np.std(history[-5 * window:])) / math.sqrt(window)
+    if start > 0 and drop > max(min_drop * start, 6 * noise) and now - best >= back * drop:
+        return start, best, now
+    return None
 
 
 @dataclass
@@ -620,6 +642,22 @@ class Trainer:
         return trainer
 
     # -- the loop
+    def _check_relapse(self) -> None:
+        """Warns once (and logs) when the training loss has gone back to its starting level."""
+        if getattr(self, "_relapse_warned", False) or self.step % (10 * self.config.log_every):
+            return  # checking every 10th log interval keeps the cost negligible
+        found = loss_relapse(self.history)
+        if found is None:
+            return
+        self._relapse_warned = True
+        start, best, now = found
+        msg = (f"training loss went back to its starting level at step {self.step} (start {start:.4g}, "
+               f"best {best:.4g}, now {now:.4g}): the run has likely diverged; lower the learning rate "
+               f"(config.lr = {self.config.lr:g}) or raise the batch size")
+        if self.rank == 0:
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+        self._log({"step": self.step, "warning": msg})
+
     def _log(self, record: dict) -> None:
         if self.rank == 0 and self.config.metrics_file:
             folder = os.path.dirname(os.path.abspath(self.config.metrics_file))
@@ -731,6 +769,7 @@ class Trainer:
                     if not all(math.isfinite(v) for v in losses):
                         raise FloatingPointError(f"training loss became non-finite at step {self.step}: {losses}")
                     self.history.extend(losses)
+                    self._check_relapse()
                     now = time.perf_counter()
                     rate = (units_done - units_last) / max(now - t_last, 1e-9)
                     t_last, units_last = now, units_done

@@ -83,6 +83,8 @@ def as_float_tensor(
                              f"index {_first_index(bad)}; impute or drop them before fitting")
     if np.iscomplexobj(arr):
         raise ValueError(f"{name}: complex values are not supported")
+    if not arr.flags.writeable:  # torch cannot share read-only memory (e.g. a cached array): copy it
+        arr = np.array(arr)
     return torch.as_tensor(np.ascontiguousarray(arr), dtype=dtype)
 
 

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from typing import Any, Sequence
 
 import numpy as np

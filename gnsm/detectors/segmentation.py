@@ -458,7 +458,6 @@ class SegmentationQC(BaseDetector):
         """(T, *spatial) float32 feature map of one case (sliding windows when it is large)."""
         shape = case.shape
         win = self._window(shape)
-        K = self.num_classes_
         dev = self._dev
         if case.labels is not None:
             source = torch.from_numpy(np.ascontiguousarray(case.labels))

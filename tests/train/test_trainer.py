@@ -236,3 +236,42 @@ def test_reference_backend_matches_fused_in_expectation(solar):
     ref = Trainer(_mlp(sizes), SCHED, _cfg(steps=6, ops_backend="reference"), sizes).fit(TabularData(codes))
     fused = Trainer(_mlp(sizes), SCHED, _cfg(steps=6), sizes).fit(TabularData(codes))
     assert abs(np.mean(ref.history) - np.mean(fused.history)) < 0.1 * np.mean(fused.history)
+
+
+def test_loss_relapse_detector():
+    from gnsm.train import loss_relapse
+    rng = np.random.default_rng(0)
+    # the spine failure: the loss fell from 0.39 to 0.36, jumped back to 0.39 and stayed there
+    relapsed = list(np.linspace(0.39, 0.36, 60)) + list(0.39 + 0.005 * rng.standard_normal(300))
+    start, best, now = loss_relapse(relapsed)
+    assert best < 0.37 and now > 0.385 and start > best
+    converged = list(np.linspace(2.0, 1.0, 300) + 0.3 * rng.standard_normal(300)) + \
+        list(1.0 + 0.3 * rng.standard_normal(2000))
+    assert loss_relapse(converged) is None
+    flat_noisy = [list(1 + 0.3 * rng.standard_normal(500)) for _ in range(100)]
+    assert not any(loss_relapse(h) is not None for h in flat_noisy)
+    assert loss_relapse(relapsed[:50]) is None  # too short to judge
+
+
+def test_trainer_warns_when_loss_relapses(solar, tmp_path, monkeypatch):
+    codes, sizes = solar
+    path = tmp_path / "metrics.jsonl"
+    trainer = Trainer(_mlp(sizes), SCHED, _cfg(steps=150, val_every=1000, metrics_file=str(path)), sizes)
+    real_loss = trainer._loss
+
+    def scripted(*args, **kw):  # the real graph (so backward works) with a scripted value: falls, then relapses
+        level = 1.0 - 0.01 * trainer.step if trainer.step < 30 else 1.0
+        return real_loss(*args, **kw) * 0.0 + level
+
+    monkeypatch.setattr(trainer, "_loss", scripted)
+    with pytest.warns(RuntimeWarning, match="went back to its starting level"):
+        trainer.fit(TabularData(codes))
+    warned = [json.loads(x) for x in path.read_text().splitlines() if "warning" in x]
+    assert len(warned) == 1 and "lower the learning rate" in warned[0]["warning"]
+
+
+def test_healthy_run_does_not_warn(solar, recwarn):
+    codes, sizes = solar
+    Trainer(_mlp(sizes), Schedule(), _cfg(steps=150, batch_size=64, lr=3e-3, val_every=1000), sizes).fit(
+        TabularData(codes))
+    assert not [w for w in recwarn if "starting level" in str(w.message)]
