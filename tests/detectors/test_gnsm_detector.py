@@ -295,3 +295,14 @@ def test_labels_ignored_by_other_heads(cars_classes):
     assert det.head_.kind == "loss" and np.isfinite(det.decision_scores_).all()
     with pytest.raises(ValueError, match=f"y: expected {len(X)} labels"):  # values ignored, length still checked
         GNSMDetector(**{**HGAD_FAST, "head": "loss", "n_steps": 10 ** 6}).fit(X, np.zeros(3))
+
+
+def test_auto_steps_scale_with_rows_and_columns():
+    det = GNSMDetector()
+    det.field_sizes_, det.n_numerical_ = [4] * 6, 0
+    assert det._auto_steps(1_000) == 600                    # small table: the floor
+    assert det._auto_steps(100_000) == 1562                 # ~4 epochs of 256 records
+    det.field_sizes_, det.n_numerical_ = [4] * 40, 10
+    assert det._auto_steps(5_000) == 2000                   # wide table: 40 steps per column
+    assert det._auto_steps(1_000_000) == 3000               # the cap
+    assert GNSMDetector(n_steps=77)._auto_steps(10 ** 6) == 77
