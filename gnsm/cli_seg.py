@@ -38,7 +38,7 @@ def cmd_fit_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
 
     files = _mask_files(args.masks)
     params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring,
-                                  contamination=args.contamination, random_state=args.seed,
+                                  positional_prior=args.positional_prior, contamination=args.contamination, random_state=args.seed,
                                   verbose=not args.quiet, **_training_params(args))
     det = SegmentationQC(**params)
     say(f"gnsm fit-seg: {len(files)} masks")
@@ -113,13 +113,17 @@ def cmd_evaluate_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
     from gnsm.evaluation.seg_report import write_report
 
     params = _training_params(args)
+    priors = {"off": (False,), "on": (True,), "both": (False, True)}[args.positional_prior]
     if args.dataset == "camvid":
         extra = {"severities": tuple(args.severities)} if args.severities else {}
         result = seg_eval.evaluate_camvid(downsample=args.downsample or 6, seed=args.seed, detector_params=params,
-                                          scorings=args.scoring, model_dir=args.model_dir, verbose=not args.quiet,
-                                          **extra)
+                                          scorings=args.scoring, positional_priors=priors,
+                                          model_dir=args.model_dir, verbose=not args.quiet, **extra)
     else:
+        if len(priors) > 1 or len(args.scoring) > 1:
+            raise ValueError("evaluate-seg spine: one --scoring and --positional-prior off or on at a time")
         params["scoring"] = args.scoring[0]
+        params["positional_prior"] = priors[0]
         result = seg_eval.evaluate_spine(downsample=args.downsample or 4, seed=args.seed, detector_params=params,
                                          model_dir=args.model_dir, verbose=not args.quiet)
     arrays = result.pop("_arrays")
@@ -187,6 +191,8 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     p.add_argument("--model-dir", required=True)
     p.add_argument("--num-classes", type=int, default=None, help="K (default: max label + 1)")
     p.add_argument("--scoring", choices=["denoise", "paper"], default="denoise")
+    p.add_argument("--positional-prior", action="store_true",
+                   help="add the per-position label-frequency channel (aligned data)")
     _add_training_args(p, steps=2000)
     p.add_argument("--contamination", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
@@ -208,6 +214,9 @@ def add_seg_commands(sub: Any, common: Callable[[argparse.ArgumentParser], None]
     _add_training_args(p, steps=None)
     p.add_argument("--scoring", choices=["denoise", "paper"], nargs="+", default=["denoise"],
                    help="scoring modes to compare with one trained network (camvid)")
+    p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
+                   help="score without / with the per-position label-frequency channel; both: side by side "
+                        "(camvid)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
     p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
     p.add_argument("--seed", type=int, default=0)

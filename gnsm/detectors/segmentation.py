@@ -23,6 +23,12 @@ From the feature map:
   scale) conditioned on a sin-cos code of the voxel's position; the map is each voxel's negative
   log-likelihood per dimension. ``pred_mask`` = ``anomaly_map > pixel_threshold_`` (the
   ``1 - pixel_contamination`` quantile of the training maps).
+- ``positional_prior=True`` (for aligned data: a fixed camera, canonical volumes) appends one channel,
+  -log p(label | position) under the Laplace-smoothed per-position label frequencies of the training
+  cases (an atlas; cases of other sizes are matched by relative position). The ``"mean"`` anomaly
+  map then weighs the two sources of evidence equally: half the mean of the GNSM channels, half the
+  standardized prior channel. GNSM sees what does not fit its context (boundaries, texture of the
+  labels); the prior sees labels where they never occur (a swapped class, an object in the sky).
 - per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
   a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
@@ -108,6 +114,33 @@ def _ramp(window: int, size: int) -> Tensor:
     return torch.minimum(x + 1, n - x).clamp_max(max(n // 4, 1)) / max(n // 4, 1)
 
 
+def _grid_index(n: int, g: int) -> np.ndarray:
+    """Nearest index on a g-cell axis for each of n cells covering the same extent."""
+    return np.minimum(((np.arange(n) + 0.5) * g / n).astype(np.int64), g - 1)
+
+
+def fit_positional_prior(cases: Sequence[MaskCase], num_classes: int, alpha: float = 1.0) -> np.ndarray:
+    """(K, *grid) float32 log p(label | position) of the training label maps, Laplace-smoothed by ``alpha``.
+
+    The grid is the per-axis median case shape; other sizes are resampled onto it by relative position.
+    """
+    grid = tuple(int(np.median([c.shape[d] for c in cases])) for d in range(len(cases[0].shape)))
+    counts = np.zeros((num_classes, math.prod(grid)), dtype=np.float64)
+    for case in cases:
+        labels = case.labels[np.ix_(*[_grid_index(g, n) for g, n in zip(grid, case.shape)])]
+        counts += np.stack([(labels == k).ravel() for k in range(num_classes)])
+    log_p = np.log((counts + alpha) / (len(cases) + alpha * num_classes))
+    return log_p.reshape((num_classes, *grid)).astype(np.float32)
+
+
+def positional_nll(log_p: np.ndarray, case: MaskCase) -> np.ndarray:
+    """(*case.shape) -log p(label | position); the expected value under soft probabilities."""
+    grid_log_p = log_p[(slice(None),) + np.ix_(*[_grid_index(n, g) for n, g in zip(case.shape, log_p.shape[1:])])]
+    if case.labels is not None:
+        return -np.take_along_axis(grid_log_p, case.labels[None].astype(np.int64), axis=0)[0]
+    return -(case.probs * grid_log_p).sum(axis=0).astype(np.float32)
+
+
 class SegmentationQC(BaseDetector):
     """GNSM quality control of segmentation masks (2-D) and label volumes (3-D).
 
@@ -133,6 +166,8 @@ class SegmentationQC(BaseDetector):
         coord_channels: add each voxel's normalized coordinates (-1..1 along every axis of its case) as
             extra input channels, so the network can learn where labels belong (for aligned data such
             as street scenes or canonical medical volumes).
+        positional_prior: append the per-position label-frequency channel (module docstring); it needs no
+            training and can be switched with :meth:`refit_scoring`.
         patch_size: training patch; None: (128, 128) / (64, 64, 64), capped at the largest case.
         flip_axes: spatial axes of random mirroring during training.
         window: scoring window; None: whole cases up to 2**21 voxels, else the patch size.
@@ -150,7 +185,7 @@ class SegmentationQC(BaseDetector):
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
                  tau_min: float = 2.0, n_score_temperatures: int = 5, n_noise_copies: int = 2, eps: float = 0.01,
                  channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1, cond_channels: int = 0,
-                 coord_channels: bool = False,
+                 coord_channels: bool = False, positional_prior: bool = False,
                  patch_size: Sequence[int] | None = None, flip_axes: Sequence[int] = (),
                  window: Sequence[int] | None = None, n_steps: int = 2000, batch_size: int = 16,
                  lr: float = 2e-3, weight_decay: float = 1e-4, ema_decay: float = 0.995, score_batch_size: int = 8,
@@ -176,6 +211,7 @@ class SegmentationQC(BaseDetector):
         self.num_res_blocks = num_res_blocks
         self.cond_channels = cond_channels
         self.coord_channels = coord_channels
+        self.positional_prior = positional_prior
         self.patch_size = patch_size
         self.flip_axes = flip_axes
         self.window = window
@@ -274,7 +310,8 @@ class SegmentationQC(BaseDetector):
 
     @torch.no_grad()
     def feature_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
-        """The N-channel per-voxel feature maps ``(T, *spatial)`` float32 (T = ``score_temperatures_``)."""
+        """The per-voxel feature maps ``(T, *spatial)`` float32: one channel per ``score_temperatures_``, plus
+        the positional prior's -log p(label | position) as the last channel when ``positional_prior``."""
         self._check_fitted("feature_maps")
         cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
         conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
@@ -314,6 +351,7 @@ class SegmentationQC(BaseDetector):
 
     def _fit_scoring(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, y: Any, seed: int) -> np.ndarray:
         """Map statistics and density head on the training cases (everything after the network)."""
+        self.prior_log_p_ = fit_positional_prior(cases, self.num_classes_) if self.positional_prior else None
         feats = self._fit_map_stats(cases, conds)
         feats_val = None
         if getattr(self, "_X_val", None) is not None:
@@ -359,6 +397,8 @@ class SegmentationQC(BaseDetector):
         out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         out["map_mean"] = torch.as_tensor(self.map_mean_)
         out["map_std"] = torch.as_tensor(self.map_std_)
+        if self.prior_log_p_ is not None:
+            out["prior_log_p"] = torch.as_tensor(self.prior_log_p_)
         out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         if self.pixel_head_ is not None:
             out.update({f"pixel_head.{k}": v for k, v in self.pixel_head_.state_tensors().items()})
@@ -382,6 +422,7 @@ class SegmentationQC(BaseDetector):
         self.model_ = load_network(self.model_config_, sub_state(tensors, "model."), self._dev)
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
+        self.prior_log_p_ = tensors["prior_log_p"].numpy() if "prior_log_p" in tensors else None
         self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
                                             meta["head"], device=self._dev)
         self.pixel_head_ = None
@@ -455,7 +496,7 @@ class SegmentationQC(BaseDetector):
         return tuple(min(p, n) for p, n in zip(self.patch_size_, shape))
 
     def _case_map(self, case: MaskCase, cond: np.ndarray | None) -> np.ndarray:
-        """(T, *spatial) float32 feature map of one case (sliding windows when it is large)."""
+        """(T, *spatial) float32 feature map of one case (sliding windows when it is large; + the prior channel)."""
         shape = case.shape
         win = self._window(shape)
         dev = self._dev
@@ -486,7 +527,10 @@ class SegmentationQC(BaseDetector):
             for f, sl in zip(feats, sls):
                 acc[(slice(None),) + sl] += f * w_full
                 weight[sl] += w_full
-        return (acc / weight).numpy()
+        fmap = (acc / weight).numpy()
+        if getattr(self, "prior_log_p_", None) is not None:
+            fmap = np.concatenate([fmap, positional_nll(self.prior_log_p_, case)[None]])
+        return fmap
 
     def _window_features(self, x: Tensor, cond: Tensor | None, gen: torch.Generator) -> Tensor:
         """x: labels (B, *w) int64 or class logits (B, K, *w) -> (B, T, *w) float32."""
@@ -591,6 +635,8 @@ class SegmentationQC(BaseDetector):
     def _combine(self, fmap: np.ndarray) -> np.ndarray:
         shape = (-1,) + (1,) * (fmap.ndim - 1)
         z = (fmap - self.map_mean_.reshape(shape)) / self.map_std_.reshape(shape)
+        if getattr(self, "prior_log_p_", None) is not None:  # GNSM channels and the prior weigh equally
+            return (0.5 * z[:-1].mean(axis=0) + 0.5 * z[-1]).astype(np.float32)
         return z.mean(axis=0).astype(np.float32)
 
     def _case_features(self, fmap: np.ndarray) -> np.ndarray:

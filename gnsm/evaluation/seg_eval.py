@@ -18,6 +18,7 @@ of held-out augmented references.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -128,12 +129,14 @@ def _fit_or_load(params: dict, train: Any, model_dir: str | None, **fit_kw):
 
 def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[float] = (0.25, 0.5, 0.75, 1.0),
                     kinds: Sequence[str] | None = None, detector_params: dict | None = None,
-                    scorings: Sequence[str] = ("denoise",), model_dir: str | None = None,
+                    scorings: Sequence[str] = ("denoise",), positional_priors: Sequence[bool] = (False,),
+                    model_dir: str | None = None,
                     data_dir: str | None = None, keep_maps: bool = True, verbose: bool = False) -> dict[str, Any]:
     """Train on CamVid train maps, score corrupted val maps; returns metrics (and arrays for the report).
 
     ``scorings``: every scoring mode to evaluate with the one trained network (the first is the
-    fitted mode; the others refit only the map statistics and head). ``model_dir``: load the
+    fitted mode; the others refit only the map statistics and head). ``positional_priors``: score each
+    mode without (False) and / or with (True) ``SegmentationQC(positional_prior=True)``. ``model_dir``: load the
     detector from there when present, else save it there after fitting.
     """
     from .seg_corruptions import CORRUPTIONS, make_cases
@@ -143,7 +146,7 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     val, val_names = load_camvid("val", downsample, data_dir)
     K = CAMVID_VOID + 1
     params = {"num_classes": K, "flip_axes": (1,), "random_state": seed, "verbose": verbose,
-              "scoring": scorings[0], **(detector_params or {})}
+              "scoring": scorings[0], "positional_prior": bool(positional_priors[0]), **(detector_params or {})}
     det, fit_s = _fit_or_load(params, train, model_dir)
     cases = make_cases(list(val), seed, kinds=tuple(kinds or CORRUPTIONS), severities=tuple(severities),
                        ignore_index=CAMVID_VOID, include_clean=True)
@@ -153,13 +156,14 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     methods: dict[str, Any] = {}
     timing: dict[str, float] = {}
     first = None
-    for scoring in scorings:
-        if scoring != det.scoring:
-            det.refit_scoring(train, scoring=scoring)
+    for scoring, prior in itertools.product(scorings, positional_priors):
+        if (scoring, bool(prior)) != (det.scoring, bool(det.positional_prior)):
+            det.refit_scoring(train, scoring=scoring, positional_prior=bool(prior))
+        name = f"{scoring} + prior" if prior else scoring
         t0 = time.perf_counter()
         res = det.predict_maps(preds)
-        timing[scoring] = time.perf_counter() - t0
-        methods[f"gnsm ({scoring})"] = summarize_cases(res.pred_score, dice, res.anomaly_map, cases, valid)
+        timing[name] = time.perf_counter() - t0
+        methods[f"gnsm ({name})"] = summarize_cases(res.pred_score, dice, res.anomaly_map, cases, valid)
         first = first or res
     base = PositionalFrequency(K).fit(train)
     base_maps = [base.anomaly_map(p) for p in preds]
@@ -197,8 +201,9 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     params = {"num_classes": K, "patch_size": (64, 64, ref.shape[2]), "batch_size": 4, "random_state": seed,
               "verbose": verbose, **(detector_params or {})}
     det, fit_s = _fit_or_load(params, train, model_dir)
-    if det.scoring != params.get("scoring", det.scoring):  # a saved network, scored another way
-        det.refit_scoring(train, scoring=params["scoring"])
+    wanted = {k: params[k] for k in ("scoring", "positional_prior") if k in params}
+    if any(getattr(det, k) != v for k, v in wanted.items()):  # a saved network, scored another way
+        det.refit_scoring(train, **wanted)
     res = det.predict_maps([pred, ref] + heldout)
     amap = res.anomaly_map[0]
     error = pred != ref

@@ -266,3 +266,47 @@ def test_pixel_head_errors():
         SegmentationQC(pixel_head="flow").fit(np.ones((2, 4, 4), np.int64))
     with pytest.raises(ValueError, match=r"pixel_head_options: unknown keys \['blocks'\]"):
         SegmentationQC(pixel_head="hgad", pixel_head_options={"blocks": 2}).fit(np.ones((2, 4, 4), np.int64))
+
+
+def test_positional_prior_helpers_match_counting():
+    from gnsm.detectors.segmentation import fit_positional_prior, positional_nll
+    from gnsm.data.masks import as_cases
+    X = _normal_masks(10, seed=2)
+    cases, _ = as_cases(X, None, K)
+    log_p = fit_positional_prior(cases, K, alpha=1.0)
+    assert log_p.shape == (K, SIDE, SIDE)
+    np.testing.assert_allclose(np.exp(log_p).sum(0), 1.0, rtol=1e-5)
+    # top-left pixel: always class 0 in 10 maps -> p = (10 + 1) / (10 + 3)
+    np.testing.assert_allclose(np.exp(log_p[0, 0, 0]), 11 / 13, rtol=1e-6)
+    nll = positional_nll(log_p, cases[0])
+    np.testing.assert_allclose(nll, -np.take_along_axis(log_p, X[0][None].astype(np.int64), 0)[0], rtol=1e-6)
+    # a twice-as-large case is matched by relative position; soft one-hot probabilities give the same map
+    big, _ = as_cases(np.kron(X[:1], np.ones((2, 2), dtype=X.dtype)), None, K)
+    np.testing.assert_allclose(positional_nll(log_p, big[0])[::2, ::2], nll, rtol=1e-6)
+    probs, _ = as_cases(np.moveaxis(np.eye(K, dtype=np.float32)[X[:1]], -1, 1), 2, K)
+    np.testing.assert_allclose(positional_nll(log_p, probs[0]), nll, rtol=1e-5)
+
+
+def test_positional_prior_channel_map_and_round_trip(fitted, tmp_path):
+    import copy
+    X = _normal_masks(24, seed=1)
+    det = copy.deepcopy(fitted)
+    plain = det.anomaly_maps(X[:2])
+    det.refit_scoring(X, positional_prior=True)
+    fmap = det.feature_maps(X[:2])[0]
+    assert fmap.shape == (4, SIDE, SIDE)  # 3 temperatures + the prior channel
+    assert det.prior_log_p_.shape == (K, SIDE, SIDE)
+    # the map is half the GNSM channels' mean and half the standardized prior channel
+    z = (fmap - det.map_mean_[:, None, None]) / det.map_std_[:, None, None]
+    np.testing.assert_allclose(det.anomaly_maps(X[:1])[0], 0.5 * z[:3].mean(0) + 0.5 * z[3], rtol=1e-5, atol=1e-6)
+    assert not np.allclose(det.anomaly_maps(X[:2])[0], plain[0])
+    # a class never seen at a position (class 2 in the sky) is flagged by the prior channel
+    bad, err = _corrupt(X[0])
+    prior_map = det.feature_maps(bad[None])[0][3]
+    assert prior_map[err].mean() > prior_map[~err].mean() + 1.0
+    det.save(tmp_path / "p")
+    loaded = SegmentationQC.load(tmp_path / "p")
+    assert loaded.positional_prior and loaded.prior_log_p_.shape == (K, SIDE, SIDE)
+    np.testing.assert_allclose(loaded.decision_function(X[:3]), det.decision_function(X[:3]), rtol=1e-6)
+    det.refit_scoring(X, positional_prior=False)
+    assert det.prior_log_p_ is None and det.feature_maps(X[:1])[0].shape == (3, SIDE, SIDE)

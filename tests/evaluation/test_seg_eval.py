@@ -129,6 +129,12 @@ def test_cli_fit_score_report_seg(tmp_path, capsys):
                  "--lr", "1e-3", "--device", "cpu", "-q"]) == 0
     import json
     assert json.loads((model / "meta.json").read_text())["params"]["lr"] == 1e-3
+    model2 = tmp_path / "model2"
+    assert main(["fit-seg", str(masks), "--model-dir", str(model2), "--steps", "2", "--channels", "4", "8",
+                 "--positional-prior", "--device", "cpu", "-q"]) == 0
+    assert json.loads((model2 / "meta.json").read_text())["params"]["positional_prior"] is True
+    assert main(["evaluate-seg", "spine", "--positional-prior", "both", "--out", str(tmp_path / "e"), "-q"]) == 2
+    assert "one --scoring and --positional-prior" in capsys.readouterr().err
     out = tmp_path / "scores.csv"
     assert main(["score-seg", str(masks / "m0.png"), str(masks / "m1.png"), "--model-dir", str(model),
                  "-o", str(out), "--maps-dir", str(tmp_path / "maps"), "-q"]) == 0
