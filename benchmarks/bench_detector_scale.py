@@ -53,16 +53,13 @@ def synthetic_table(rows: int, fields: int, numerical: int, anomaly_fraction: fl
     return pd.DataFrame(columns), y
 
 
-def _onehot(X: pd.DataFrame) -> np.ndarray:
-    """float32 one-hot of the categorical columns beside the standardized numerical ones (PyOD input)."""
-    parts = []
-    for c in X.columns:
-        if isinstance(X[c].dtype, pd.CategoricalDtype):
-            parts.append(np.eye(len(X[c].cat.categories), dtype=np.float32)[X[c].cat.codes.to_numpy()])
-        else:
-            v = X[c].to_numpy(np.float32)
-            parts.append(((v - v.mean()) / v.std())[:, None])
-    return np.concatenate(parts, axis=1)
+def _onehot(X: pd.DataFrame, normal: np.ndarray) -> np.ndarray:
+    """PyOD input as the evaluation protocol builds it: one-hot codes beside standardized numerical columns,
+    encoder fitted on the normal rows."""
+    from gnsm.data import TabularEncoder, one_hot
+    encoder = TabularEncoder(unseen="unknown").fit(X[normal])
+    encoded = encoder.transform(X)
+    return np.hstack([one_hot(encoded.codes, encoder.field_sizes), encoded.numerical]).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     freq = make_detector("frequency", seed=args.seed).fit(normal)
     baselines = {"frequency": 100 * roc_auc_score(y, freq.decision_function(X))}
     if args.baselines:
-        onehot = _onehot(X)
+        onehot = _onehot(X, y == 0)
         for name in args.baselines:
             model = make_detector(name, seed=args.seed).fit(onehot[y == 0])
             baselines[name] = 100 * roc_auc_score(y, model.decision_function(onehot))

@@ -77,13 +77,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.with_gnsm:
             from pyod.models.lof import LOF
 
+            from gnsm.data import one_hot
             from gnsm.detectors.gnsm_detector import GNSMDetector
             t0 = time.perf_counter()
             det = GNSMDetector(random_state=seed, verbose=False).fit(ds.X.iloc[split.train],
                                                                        X_val=ds.X.iloc[split.val])
             s = det.decision_function(ds.X.iloc[split.test])
             row["gnsm_seconds"] = time.perf_counter() - t0
-            onehot = np.eye(int(cards.sum()))[codes + np.concatenate([[0], np.cumsum(cards)[:-1]])].sum(1)
+            onehot = one_hot(codes, cards)
             lof = LOF().fit(onehot[split.train]).decision_function(onehot[split.test])
             row["auroc_gnsm"] = 100 * roc_auc_score(yt, s)
             row["auroc_lof"] = 100 * roc_auc_score(yt, lof)

@@ -38,8 +38,8 @@ def cmd_fit_seg(args: argparse.Namespace, say: Callable[..., None]) -> int:
 
     files = _mask_files(args.masks)
     params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring,
-                                  positional_prior=args.positional_prior, contamination=args.contamination, random_state=args.seed,
-                                  verbose=not args.quiet, **_training_params(args))
+                                  positional_prior=args.positional_prior, contamination=args.contamination,
+                                  random_state=args.seed, verbose=not args.quiet, **_training_params(args))
     det = SegmentationQC(**params)
     say(f"gnsm fit-seg: {len(files)} masks")
     det.fit([str(f) for f in files])

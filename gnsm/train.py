@@ -382,6 +382,7 @@ class Trainer:
         self.sigmas = schedule.sigmas().to(self.device)
         self.step = 0
         self.history: list[float] = []
+        self._relapse_warned = False
         self.val_history: list[tuple[int, float]] = []
         self.best_val: float | None = None
         self.best_step: int | None = None
@@ -644,7 +645,7 @@ class Trainer:
     # -- the loop
     def _check_relapse(self) -> None:
         """Warns once (and logs) when the training loss has gone back to its starting level."""
-        if getattr(self, "_relapse_warned", False) or self.step % (10 * self.config.log_every):
+        if self._relapse_warned or self.step % (10 * self.config.log_every):
             return  # checking every 10th log interval keeps the cost negligible
         found = loss_relapse(self.history)
         if found is None:

@@ -135,7 +135,9 @@ def fit_positional_prior(cases: Sequence[MaskCase], num_classes: int, alpha: flo
 
 def positional_nll(log_p: np.ndarray, case: MaskCase) -> np.ndarray:
     """(*case.shape) -log p(label | position); the expected value under soft probabilities."""
-    grid_log_p = log_p[(slice(None),) + np.ix_(*[_grid_index(n, g) for n, g in zip(case.shape, log_p.shape[1:])])]
+    grid_log_p = log_p
+    if case.shape != log_p.shape[1:]:  # resample only when needed: a 3-D atlas copy is tens of MB per case
+        grid_log_p = log_p[(slice(None),) + np.ix_(*[_grid_index(n, g) for n, g in zip(case.shape, log_p.shape[1:])])]
     if case.labels is not None:
         return -np.take_along_axis(grid_log_p, case.labels[None].astype(np.int64), axis=0)[0]
     return -(case.probs * grid_log_p).sum(axis=0).astype(np.float32)

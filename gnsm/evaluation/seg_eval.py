@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
+from ..data.masks import MaskCase
+
 if TYPE_CHECKING:
     from .seg_corruptions import CorruptedCase
 
@@ -32,22 +34,25 @@ __all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "summarize_case
 
 
 class PositionalFrequency:
-    """Per-position label frequencies of equally sized training maps (Laplace smoothing ``alpha``)."""
+    """Per-position label frequencies of equally sized training maps (Laplace smoothing ``alpha``): the
+    baseline form of ``SegmentationQC(positional_prior=True)``'s atlas, computed by the same functions."""
 
     def __init__(self, num_classes: int, alpha: float = 1.0) -> None:
         self.num_classes = int(num_classes)
         self.alpha = float(alpha)
 
     def fit(self, maps: np.ndarray) -> "PositionalFrequency":
+        from ..detectors.segmentation import fit_positional_prior
         maps = np.asarray(maps)
-        counts = np.stack([(maps == k).sum(axis=0) for k in range(self.num_classes)]).astype(np.float64)
-        self.log_p_ = np.log((counts + self.alpha) / (len(maps) + self.alpha * self.num_classes)).astype(np.float32)
+        cases = [MaskCase(labels=m) for m in maps]
+        self.log_p_ = fit_positional_prior(cases, self.num_classes, self.alpha)
         return self
 
     def anomaly_map(self, pred: np.ndarray) -> np.ndarray:
+        from ..detectors.segmentation import positional_nll
         if pred.shape != self.log_p_.shape[1:]:
             raise ValueError(f"pred: expected shape {self.log_p_.shape[1:]}, got {pred.shape}")
-        return -np.take_along_axis(self.log_p_, pred[None].astype(np.int64), axis=0)[0]
+        return positional_nll(self.log_p_, MaskCase(labels=pred))
 
     def score(self, pred: np.ndarray) -> float:
         return float(self.anomaly_map(pred).mean())
