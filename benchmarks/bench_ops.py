@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import environment, markdown_table, peak_memory, sync, time_fn, write_json  # noqa: E402
 
 import gnsm.ops as ops  # noqa: E402
-from gnsm import reference as ref  # noqa: E402
+from gnsm.ops import reference as ref  # noqa: E402
 from gnsm.schedule import Schedule  # noqa: E402
 
 TABULAR_FIELDS = [12, 4, 8, 3, 3, 3, 2, 10, 5, 3]

@@ -1,7 +1,7 @@
 """Training throughput and peak memory, side by side, for three ways to train the same network:
 
 (a) ``paper``: the paper-style loop: fp32, eager, one-hot materialized, plain-PyTorch reference ops
-    (gnsm.reference: sample_gumbel -> relax -> network -> score_matching_loss), Adam, nothing else;
+    (gnsm.ops.reference: sample_gumbel -> relax -> network -> score_matching_loss), Adam, nothing else;
 (b) ``trainer``: gnsm's Trainer with its defaults (fused ops; bf16 + channels_last_3d on CUDA, EMA,
     clipping, warm-up + cosine);
 (c) ``trainer_ref``: the same Trainer with ``ops_backend="reference"`` (isolates what the fused ops give).
@@ -70,7 +70,7 @@ class _Patches(torch.utils.data.Dataset):
 
 
 def run_one(case: str, mode: str, args) -> dict:
-    from gnsm import reference
+    from gnsm.ops import reference
     from gnsm.data.tensors import TabularData
     from gnsm.schedule import Schedule
     from gnsm.threads import configure_threads

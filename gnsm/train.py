@@ -48,7 +48,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 import gnsm
-from gnsm import ops, reference
+from gnsm import ops
+from gnsm.ops import reference
 from gnsm.data.tensors import TabularData
 from gnsm.schedule import Schedule
 from gnsm.threads import configure_threads, ensure_configured

@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 import gnsm.ops as ops
-import gnsm.reference as ref
+import gnsm.ops.reference as ref
 
 # The 10 fields of the paper's tabular benchmark layout (DESIGN section 1.1, issue 2 benchmark).
 MANY_FIELDS = [12, 4, 8, 3, 3, 3, 2, 10, 5, 3]

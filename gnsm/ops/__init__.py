@@ -343,7 +343,7 @@ def _norms_setup_context(ctx, inputs, output):
 def _norms_backward(ctx, grad_record, grad_position):
     # Rarely needed (scoring runs without grad), so recompute with the reference math under autograd
     # rather than keeping a second fused kernel.
-    from gnsm import reference
+    from gnsm.ops import reference
 
     out, tau = ctx.saved_tensors
     with torch.enable_grad():
