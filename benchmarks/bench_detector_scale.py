@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.metrics import roc_auc_score
 
-    from gnsm.detectors.gnsm_detector import GNSMDetector
+    from gnsm.detectors.tabular import GNSMDetector
     from gnsm.evaluation.baselines import make_detector
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -20,7 +20,7 @@ from common import environment, markdown_table, peak_memory, sync, time_fn, writ
 
 import gnsm.ops as ops  # noqa: E402
 from gnsm.ops import reference as ref  # noqa: E402
-from gnsm.schedule import Schedule  # noqa: E402
+from gnsm.core.schedule import Schedule  # noqa: E402
 
 TABULAR_FIELDS = [12, 4, 8, 3, 3, 3, 2, 10, 5, 3]
 CPU_CASES = [("tabular", 100_000, TABULAR_FIELDS, None), ("volume", 2, [8], (64, 64, 64))]

@@ -24,7 +24,7 @@ from common import environment, markdown_table, peak_memory, time_fn, write_json
 import gnsm.ops as ops  # noqa: E402
 from gnsm.ops import reference as ref  # noqa: E402
 from gnsm.models import UNet  # noqa: E402
-from gnsm.schedule import Schedule  # noqa: E402
+from gnsm.core.schedule import Schedule  # noqa: E402
 
 EPS = 1e-5
 

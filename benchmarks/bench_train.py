@@ -72,9 +72,9 @@ class _Patches(torch.utils.data.Dataset):
 def run_one(case: str, mode: str, args) -> dict:
     from gnsm.ops import reference
     from gnsm.data.tensors import TabularData
-    from gnsm.schedule import Schedule
-    from gnsm.threads import configure_threads
-    from gnsm.train import Trainer, TrainConfig
+    from gnsm.core.schedule import Schedule
+    from gnsm.core.threads import configure_threads
+    from gnsm.training import Trainer, TrainConfig
 
     configure_threads(args.threads)
     device = torch.device(args.device)
@@ -144,7 +144,7 @@ def main():
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--tab-batch", type=int, default=256)
     p.add_argument("--unet-channels", type=int, nargs="+", default=[16, 32, 64])
-    p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: gnsm.threads rule)")
+    p.add_argument("--threads", type=int, default=None, help="torch/BLAS threads (default: gnsm.core.threads rule)")
     p.add_argument("--out", default=None)
     p.add_argument("--_one", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()

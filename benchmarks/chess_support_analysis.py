@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             from pyod.models.lof import LOF
 
             from gnsm.data import one_hot
-            from gnsm.detectors.gnsm_detector import GNSMDetector
+            from gnsm.detectors.tabular import GNSMDetector
             t0 = time.perf_counter()
             det = GNSMDetector(random_state=seed, verbose=False).fit(ds.X.iloc[split.train],
                                                                        X_val=ds.X.iloc[split.val])

@@ -27,7 +27,7 @@ class Ensemble:
     input_kind = "frame"
 
     def __init__(self, seed: int, k: int = 3, **params) -> None:
-        from gnsm.detectors.gnsm_detector import GNSMDetector
+        from gnsm.detectors.tabular import GNSMDetector
         self.members = [GNSMDetector(random_state=seed * 100 + i, **params) for i in range(k)]
 
     def fit(self, X, X_val=None) -> "Ensemble":

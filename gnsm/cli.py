@@ -91,7 +91,7 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
-    from gnsm.detectors.gnsm_detector import GNSMDetector
+    from gnsm.detectors.tabular import GNSMDetector
 
     frame = read_table(args.input)
     X, _ = _split_label(frame, args.label_col)
@@ -113,7 +113,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
 
 def _load(model_dir: str):
-    from gnsm.detectors.gnsm_detector import GNSMDetector
+    from gnsm.detectors.tabular import GNSMDetector
 
     return GNSMDetector.load(model_dir)
 
@@ -186,7 +186,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     import numpy as np
 
     from gnsm.datasets import load_dataset
-    from gnsm.detectors.gnsm_detector import GNSMDetector
+    from gnsm.detectors.tabular import GNSMDetector
     from gnsm.evaluation import auroc, average_precision, split_inliers
 
     out = Path(args.out)
@@ -342,7 +342,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     if distributed:  # torchrun --nproc-per-node N -m gnsm fit ... : DDP training, rank 0 saves
-        from gnsm.train import init_distributed
+        from gnsm.training import init_distributed
         rank, _ = init_distributed()
         if rank > 0:
             args.quiet = True

@@ -1,6 +1,6 @@
 """gnsm detectors: the shared ``BaseDetector`` contract and the detectors built on it."""
 from .base import BaseDetector
-from .gnsm_detector import GNSMDetector
+from .tabular import GNSMDetector
 from .hgad import HGADDetector
 from .segmentation import SegmentationQC, SegmentationResult
 

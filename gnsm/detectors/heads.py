@@ -30,7 +30,7 @@ HEAD_KINDS = ("gmm", "kde", "knn", "hgad", "loss")
 
 def blas_limit():
     """Context manager limiting BLAS/OpenMP threads of numpy/scipy/sklearn to one."""
-    from ..threads import limit_blas_threads
+    from ..core.threads import limit_blas_threads
     return limit_blas_threads(1)
 
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..data.masks import MaskCase, as_cases, as_cond
-from ..schedule import Schedule
+from ..core.schedule import Schedule
 from .base import BaseDetector, load_network, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 from .hgad import fit_hgad_head
@@ -322,7 +322,7 @@ class SegmentationQC(BaseDetector):
     # ------------------------------------------------------------------ BaseDetector hooks
     def _fit(self, X: Any, y: Any = None) -> np.ndarray:
         self._check_params()
-        from ..threads import ensure_configured
+        from ..core.threads import ensure_configured
         ensure_configured()
         seed = 0 if self.random_state is None else int(self.random_state)
         torch.manual_seed(seed)
@@ -469,7 +469,7 @@ class SegmentationQC(BaseDetector):
 
     def _train(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, seed: int) -> dict:
         from ..data.volumes import PatchDataset
-        from ..train import TrainConfig, Trainer
+        from ..training import TrainConfig, Trainer
         steps = int(self.n_steps)
         bs = int(self.batch_size)
         data = PatchDataset([c.labels for c in cases], self.patch_size_, self.num_classes_,

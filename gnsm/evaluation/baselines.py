@@ -245,7 +245,7 @@ def _gnsm(seed: int) -> Any:
         from ..detectors import GNSMDetector
     except ImportError:
         try:
-            from ..detectors.gnsm_detector import GNSMDetector
+            from ..detectors.tabular import GNSMDetector
         except ImportError as err:
             raise ImportError("detector 'gnsm': gnsm.detectors.GNSMDetector is not available "
                               f"({err})") from err

@@ -18,7 +18,7 @@ __all__ = ["register", "make_gnsm", "make_gnsm_paper"]
 
 def make_gnsm(seed: int = 42, **params: Any):
     """GNSMDetector with the package defaults, seeded by the protocol seed."""
-    from ..detectors.gnsm_detector import GNSMDetector
+    from ..detectors.tabular import GNSMDetector
     return GNSMDetector(random_state=seed, **params)
 
 

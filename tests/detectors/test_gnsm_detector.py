@@ -11,7 +11,7 @@ from sklearn.base import clone
 
 from gnsm.datasets import load_dataset
 from gnsm.detectors.base import BaseDetector
-from gnsm.detectors.gnsm_detector import GNSMDetector
+from gnsm.detectors.tabular import GNSMDetector
 from gnsm.evaluation import auroc, split_inliers
 
 STEPS = 150  # a small training budget and network: enough for the floor below, fast on 2 CPU cores

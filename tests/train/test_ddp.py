@@ -27,8 +27,8 @@ def _setup(accum: int, ckpt_dir=None):
     from conftest import solar_codes
     from gnsm.data.tensors import TabularData
     from gnsm.models import TabularResMLP
-    from gnsm.schedule import Schedule
-    from gnsm.train import Trainer, TrainConfig
+    from gnsm.core.schedule import Schedule
+    from gnsm.training import Trainer, TrainConfig
 
     codes, sizes = solar_codes(120)
     num = codes[:, :2].float() * 0.5

@@ -9,8 +9,8 @@ import torch
 from gnsm.data.tensors import TabularData
 from gnsm.data.volumes import PatchDataset
 from gnsm.models import TabularResMLP, UNet
-from gnsm.schedule import Schedule
-from gnsm.train import Trainer, TrainConfig, load_checkpoint, load_model
+from gnsm.core.schedule import Schedule
+from gnsm.training import Trainer, TrainConfig, load_checkpoint, load_model
 
 SCHED = Schedule(n=5)
 
@@ -239,7 +239,7 @@ def test_reference_backend_matches_fused_in_expectation(solar):
 
 
 def test_loss_relapse_detector():
-    from gnsm.train import loss_relapse
+    from gnsm.training import loss_relapse
     rng = np.random.default_rng(0)
     # the spine failure: the loss fell from 0.39 to 0.36, jumped back to 0.39 and stayed there
     relapsed = list(np.linspace(0.39, 0.36, 60)) + list(0.39 + 0.005 * rng.standard_normal(300))

@@ -51,8 +51,8 @@ import gnsm
 from gnsm import ops
 from gnsm.ops import reference
 from gnsm.data.tensors import TabularData
-from gnsm.schedule import Schedule
-from gnsm.threads import configure_threads, ensure_configured
+from gnsm.core.schedule import Schedule
+from gnsm.core.threads import configure_threads, ensure_configured
 
 __all__ = ["TrainConfig", "TrainResult", "Trainer", "TabularData", "load_checkpoint", "load_model",
            "init_distributed", "CHECKPOINT_FORMAT"]

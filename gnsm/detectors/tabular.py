@@ -46,7 +46,7 @@ import torch
 from torch import Tensor, nn
 
 from ..data import TabularEncoder
-from ..schedule import Schedule
+from ..core.schedule import Schedule
 from .base import BaseDetector, load_network, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
 
@@ -248,7 +248,7 @@ class GNSMDetector(BaseDetector):
     def _fit(self, X: Any, y: Any = None) -> np.ndarray:
         self._check_params()
         seed = 0 if self.random_state is None else int(self.random_state)
-        from ..threads import ensure_configured
+        from ..core.threads import ensure_configured
         ensure_configured()
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -384,7 +384,7 @@ class GNSMDetector(BaseDetector):
 
     def _train(self, codes: Tensor, num: Tensor, val: tuple[Tensor, Tensor] | None, seed: int) -> dict:
         from ..data.tensors import TabularData
-        from ..train import TrainConfig, Trainer
+        from ..training import TrainConfig, Trainer
 
         n = codes.shape[0]
         steps = self._auto_steps(n)
