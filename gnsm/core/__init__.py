@@ -1,5 +1,29 @@
-"""Facts every layer shares: the temperature schedule and the torch / BLAS thread settings."""
-from .schedule import Schedule
+"""Facts every layer shares: the categorical field layout and standardization, the temperature
+schedule, atomic file writes, and the torch / BLAS thread settings."""
+from .io import atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, temp_pattern
+from .layout import (DETECTOR_EPS, MAX_FIELD_SIZE, MIN_RELATIVE_SCALE, PAPER_EPS, FieldLayout, as_field_sizes,
+                     fit_standardizer, near_zero_scale, standardize)
+from .schedule import Schedule, check_temperatures
 from .threads import configure_threads, ensure_configured, limit_blas_threads
 
-__all__ = ["Schedule", "configure_threads", "ensure_configured", "limit_blas_threads"]
+__all__ = [
+    "DETECTOR_EPS",
+    "MAX_FIELD_SIZE",
+    "MIN_RELATIVE_SCALE",
+    "PAPER_EPS",
+    "FieldLayout",
+    "Schedule",
+    "as_field_sizes",
+    "atomic_replace_dir",
+    "atomic_write",
+    "atomic_write_bytes",
+    "check_temperatures",
+    "clean_stale_temps",
+    "configure_threads",
+    "ensure_configured",
+    "fit_standardizer",
+    "limit_blas_threads",
+    "near_zero_scale",
+    "standardize",
+    "temp_pattern",
+]

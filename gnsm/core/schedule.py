@@ -1,4 +1,4 @@
-"""Temperature and noise-level schedules (DESIGN.md 1.2 and 1.5).
+"""Temperature and noise-level schedules (docs/design.md), and the one check of a temperature range.
 
 Index 0 is the noisiest level. Models are conditioned on log(tau), so a trained network can be
 evaluated at any temperature inside the range it was trained on.
@@ -8,8 +8,35 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import math
+from numbers import Integral, Real
 
 import torch
+
+
+def _positive_finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
+        raise TypeError(f"{name}: expected a positive finite number, got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not (0.0 < x < math.inf):
+        raise ValueError(f"{name}: expected a positive finite number, got {value}")
+    return x
+
+
+def check_temperatures(tau_max: float, tau_min: float, n: int | None = None) -> tuple[float, float, int | None]:
+    """The one check of a temperature range: finite ``tau_max >= tau_min > 0`` and, when given, an
+    integer number of levels ``n >= 1``. Returns ``(tau_max, tau_min, n)`` as float, float, int.
+    Raises ``TypeError`` / ``ValueError`` naming the argument."""
+    hi = _positive_finite(tau_max, "tau_max")
+    lo = _positive_finite(tau_min, "tau_min")
+    if hi < lo:
+        raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {tau_max}, {tau_min}")
+    if n is not None:
+        if isinstance(n, bool) or not isinstance(n, Integral):
+            raise TypeError(f"n: expected an integer number of temperatures, got {type(n).__name__} {n!r}")
+        if n < 1:
+            raise ValueError(f"n: expected at least one temperature, got {n}")
+        n = int(n)
+    return hi, lo, n
 
 
 def _geometric(start: float, end: float, n: int) -> torch.Tensor:
@@ -28,12 +55,9 @@ class Schedule:
     sigma_min: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.n < 1:
-            raise ValueError(f"schedule: n must be >= 1, got {self.n}")
-        for name in ("tau_max", "tau_min", "sigma_max", "sigma_min"):
-            value = getattr(self, name)
-            if not (value > 0 and value < float("inf")):
-                raise ValueError(f"schedule: {name} must be a positive finite number, got {value}")
+        check_temperatures(self.tau_max, self.tau_min, self.n)
+        for name in ("sigma_max", "sigma_min"):
+            _positive_finite(getattr(self, name), name)
 
     def taus(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The n temperatures, noisiest (largest) first."""
@@ -45,7 +69,7 @@ class Schedule:
 
     def sample_indices(self, batch: int, generator: torch.Generator | None = None,
                        device: torch.device | str | None = None) -> torch.Tensor:
-        """One uniformly drawn level index per record (DESIGN 1.5)."""
+        """One uniformly drawn level index per record."""
         return torch.randint(0, self.n, (batch,), generator=generator, device=device)
 
     def to_dict(self) -> dict:

@@ -27,13 +27,14 @@ Policies (constructor arguments):
 """
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
+
+from ..core import FieldLayout, near_zero_scale, standardize
 
 __all__ = ["EncodedTable", "TabularEncoder", "one_hot"]
 
@@ -57,14 +58,15 @@ def one_hot(codes: np.ndarray, field_sizes: Sequence[int]) -> np.ndarray:
 
     Fields are laid side by side in column order, as PyOD-style detectors expect.
     """
+    layout = FieldLayout.from_sizes(field_sizes)
     codes = np.asarray(codes)
-    sizes = np.asarray(list(field_sizes), dtype=np.int64)
+    sizes = np.asarray(layout.sizes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[1] != len(sizes):
         raise ValueError(f"codes: expected shape (n, {len(sizes)}), got {codes.shape}")
     if codes.size and (codes.min() < 0 or (codes >= sizes[None, :]).any()):
         raise ValueError("codes: values must lie in [0, field_sizes[j]) for every field j")
-    offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
-    out = np.zeros((codes.shape[0], int(sizes.sum())), dtype=np.float32)
+    offsets = np.asarray(layout.offsets[:-1], dtype=np.int64)
+    out = np.zeros((codes.shape[0], layout.width), dtype=np.float32)
     out[np.arange(codes.shape[0])[:, None], codes + offsets[None, :]] = 1.0
     return out
 
@@ -468,7 +470,7 @@ class TabularEncoder:
                 raise ValueError(f"X: numerical column {col!r} is all NaN; nothing to impute from")
         mean = float(np.nanmean(arr))
         scale = float(np.nanstd(arr))
-        if not math.isfinite(scale) or scale < 1e-12 * max(1.0, abs(mean)):
+        if near_zero_scale(np.float64(scale), np.float64(mean)):
             scale = 0.0  # single-valued: dropped by the caller
         return mean, scale
 
@@ -484,4 +486,4 @@ class TabularEncoder:
                 raise ValueError(f"X: numerical column {col!r} has {int(nan.sum())} NaN value(s) "
                                  f"(first at row {int(np.argmax(nan))}) and numerical_nan='raise'")
             arr = np.where(nan, self.mean_[d], arr)
-        return ((arr - self.mean_[d]) / self.scale_[d]).astype(np.float32)
+        return standardize(arr, self.mean_[d], self.scale_[d]).astype(np.float32)

@@ -71,11 +71,3 @@ class TabularData:
                 v = int(low[j]) if low[j] < 0 else int(high[j])
                 row = int(((self.codes[:, j] < 0) | (self.codes[:, j] >= k)).nonzero()[0])
                 raise ValueError(f"{name}.codes: field {j} expects values in [0, {k}), found {v} at row {row}")
-
-    def subset(self, index: torch.Tensor) -> "TabularData":
-        return TabularData(self.codes[index], None if self.numerical is None else self.numerical[index])
-
-    @classmethod
-    def from_encoded(cls, table) -> "TabularData":
-        """From a ``gnsm.data.tabular.EncodedTable`` (numpy codes + numericals)."""
-        return cls(torch.from_numpy(np.asarray(table.codes)), torch.from_numpy(np.asarray(table.numerical)))

@@ -1,8 +1,8 @@
-"""Dataset registry: named development sets and a general CSV/ARFF/Parquet loader.
+"""Dataset registry: named development sets and a general CSV/TSV/ARFF/Parquet loader.
 
 ``load_dataset(name_or_path, ...)`` returns a :class:`Dataset` (features, binary labels with
-1 = anomaly, column typing). Registered names apply the normal/anomaly splits documented in
-``shared/data/README.md`` and each ``SOURCE.md``:
+1 = anomaly, column typing). Registered names apply these normal/anomaly splits (paths relative to
+the data directory):
 
 ========== ==================================== ======================================================
 name       file                                 split
@@ -37,9 +37,10 @@ import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
-from .arff import read_arff
+from .tables import TABLE_SUFFIXES, read_table, table_kind
 
 __all__ = [
+    "BUNDLED_DIR",
     "Dataset",
     "DatasetSpec",
     "find_data_dir",
@@ -51,8 +52,6 @@ __all__ = [
 
 BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 SUBSAMPLE_SEED = 0
-_SUFFIXES = {".csv": "csv", ".csv.gz": "csv", ".tsv": "tsv", ".arff": "arff",
-             ".parquet": "parquet", ".pq": "parquet"}
 
 
 @dataclass
@@ -189,32 +188,6 @@ def subsample_anomalies(X: pd.DataFrame, y: np.ndarray, fraction: float,
     return X.iloc[keep].reset_index(drop=True), y[keep]
 
 
-def _file_kind(path: Path) -> str:
-    name = path.name.lower()
-    for suffix, kind in sorted(_SUFFIXES.items(), key=lambda kv: -len(kv[0])):
-        if name.endswith(suffix):
-            return kind
-    raise ValueError(f"name_or_path: unsupported file type {path.name!r}; expected one of "
-                     f"{sorted(_SUFFIXES)}")
-
-
-def _read_table(path: Path) -> tuple[pd.DataFrame, list[str] | None]:
-    """Read a file; returns the table and the declared nominal columns (ARFF only)."""
-    kind = _file_kind(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"name_or_path: file not found: {path}")
-    if kind == "arff":
-        return read_arff(path)
-    try:
-        if kind == "parquet":
-            return pd.read_parquet(path), None
-        # skipinitialspace: UCI-style CSVs (adult) put a space after each comma.
-        sep = "\t" if kind == "tsv" else ","
-        return pd.read_csv(path, sep=sep, skipinitialspace=True), None
-    except pd.errors.EmptyDataError as err:
-        raise ValueError(f"name_or_path: {path} is empty") from err
-
-
 def _as_values(value: Any) -> tuple:
     if value is None:
         return ()
@@ -294,7 +267,7 @@ def _load_registered(spec: DatasetSpec, data_dir: str | PathLike | None) -> Data
             raise FileNotFoundError(f"dataset {spec.name!r}: expected file {path} (data directory "
                                     f"{base}; set GNSM_DATA_DIR to the folder holding "
                                     f"{spec.relpath.split('/')[0]}/)")
-    frame, nominal = _read_table(path)
+    frame, nominal = read_table(path, "name_or_path", with_nominal=True)
     frame = frame.drop(columns=list(spec.drop_cols))
     X, y = _apply_split(frame, spec.label_col, spec.anomaly_values, spec.normal_values, str(path))
     source = f"{path} ({spec.description})"
@@ -359,16 +332,14 @@ def load_dataset(
         return dataset
 
     path = Path(text).expanduser()
-    looks_like_path = any(text.lower().endswith(s) for s in _SUFFIXES) or os.sep in text
+    looks_like_path = any(text.lower().endswith(s) for s in TABLE_SUFFIXES) or os.sep in text
     if not looks_like_path and not path.exists():
         raise ValueError(f"name_or_path: {text!r} is neither a registered dataset "
                          f"({list_datasets()}) nor a file path")
-    _file_kind(path)  # unsupported type -> clear error before looking for the file
+    table_kind(path, "name_or_path")  # unsupported type -> clear error before looking for the file
     if label_col is None:
         raise ValueError(f"label_col: required to load the file {path}")
-    frame, nominal = _read_table(path)
-    if frame.shape[0] == 0:
-        raise ValueError(f"name_or_path: {path} has no rows")
+    frame, nominal = read_table(path, "name_or_path", with_nominal=True)
     missing_drop = [c for c in drop_cols if c not in frame.columns]
     if missing_drop:
         raise ValueError(f"drop_cols: column(s) {missing_drop} not in {path}")

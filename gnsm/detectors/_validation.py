@@ -1,18 +1,23 @@
-"""Input checks shared by the detectors.
+"""Input and parameter checks shared by the detectors.
 
 Detectors accept pandas DataFrames, numpy arrays, tensors and nested lists. These helpers turn
 them into float tensors and raise a ``ValueError`` that names the argument and the problem
 (NaN/inf, wrong number of dimensions, empty input, label length), so every detector reports bad
-input the same way.
+input the same way. The ``check_*_param`` helpers do the same for constructor parameters, which
+detectors check at the start of ``fit`` (scikit-learn convention: ``__init__`` only stores them):
+every bad parameter value raises ``ValueError`` naming the parameter, whatever is wrong with it.
 """
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
 from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-__all__ = ["as_float_tensor", "check_labels", "check_n_features", "check_same_length"]
+__all__ = ["as_float_tensor", "check_choice", "check_float_param", "check_int_param", "check_labels",
+           "check_n_features", "check_same_length"]
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -123,3 +128,47 @@ def check_same_length(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str
     """Raise ``ValueError`` unless ``a`` and ``b`` have the same number of rows."""
     if a.shape[0] != b.shape[0]:
         raise ValueError(f"{name_b}: expected {a.shape[0]} rows (one per row of {name_a}), got {b.shape[0]}")
+
+
+# ---------------------------------------------------------------------------- constructor parameters
+
+def check_int_param(value: Any, name: str, *, low: int | None = None, high: int | None = None,
+                    allow_none: bool = False, expected: str | None = None) -> int | None:
+    """``value`` as an int in ``[low, high]``; a bool, a float (even 2.0) or a string raises ``ValueError``.
+
+    ``expected`` replaces the generated description of the accepted values in the message.
+    """
+    if value is None and allow_none:
+        return None
+    ok = isinstance(value, Integral) and not isinstance(value, (bool, np.bool_))
+    if ok and (low is None or value >= low) and (high is None or value <= high):
+        return int(value)
+    if expected is None:
+        bounds = (f">= {low}" if high is None else f"in [{low}, {high}]") if low is not None else (
+            "" if high is None else f"<= {high}")
+        expected = f"an integer {bounds}".rstrip() + (" or None" if allow_none else "")
+    raise ValueError(f"{name}: expected {expected}, got {value!r}")
+
+
+def check_float_param(value: Any, name: str, *, low: float | None = None, high: float | None = None,
+                      low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a finite float within the bounds (open or closed); anything else raises ``ValueError``."""
+    ok = isinstance(value, Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(float(value))
+    if ok:
+        v = float(value)
+        ok = ((low is None or (v > low if low_open else v >= low))
+              and (high is None or (v < high if high_open else v <= high)))
+    if ok:
+        return float(value)
+    lo = "" if low is None else f"{'(' if low_open else '['}{low}"
+    hi = "" if high is None else f"{high}{')' if high_open else ']'}"
+    where = f" in {lo or '(-inf'}, {hi or 'inf)'}" if (lo or hi) else ""
+    raise ValueError(f"{name}: expected a finite number{where}, got {value!r}")
+
+
+def check_choice(value: Any, name: str, choices: Sequence[Any], *, allow_none: bool = False) -> Any:
+    """``value`` if it is one of ``choices`` (or None when allowed), else ``ValueError``."""
+    if (value is None and allow_none) or (isinstance(value, str) and value in choices):
+        return value
+    extra = " or None" if allow_none else ""
+    raise ValueError(f"{name}: expected one of {list(choices)}{extra}, got {value!r}")

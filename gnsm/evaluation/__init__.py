@@ -1,33 +1,31 @@
-"""Evaluation: the paper's protocol, PyOD and frequency baselines, metrics and reports.
+"""Evaluation: the paper's protocol, the detector registry with PyOD / frequency / GNSM entries,
+metrics, reports, the unified (multi-class) protocol, and segmentation QC (:mod:`.segmentation`).
 
-PyOD and matplotlib are imported only when a baseline is built or a plot is drawn.
+PyOD and matplotlib are imported only when a baseline is built or a plot is drawn; the GNSM
+detector only when ``"gnsm"`` / ``"gnsm-paper"`` is built.
 """
 from __future__ import annotations
 
 from .baselines import (
+    PYOD_BASELINES,
     CategoryFrequency,
     DetectorSpec,
     PyODDetector,
     get_detector_spec,
     list_detectors,
     make_detector,
+    make_gnsm,
+    make_gnsm_paper,
     register_detector,
 )
 from .metrics import auroc, average_precision, mean_std
-from .protocol import (
-    SEEDS,
-    ProtocolResult,
-    Split,
-    evaluate,
-    evaluate_main,
-    run_protocol,
-    split_inliers,
-)
+from .protocol import SEEDS, ProtocolResult, Split, evaluate, run_protocol, split_inliers
 from .report import markdown_report, markdown_table, plot_roc_curves, write_json
 
 __all__ = [
     "CategoryFrequency",
     "DetectorSpec",
+    "PYOD_BASELINES",
     "ProtocolResult",
     "PyODDetector",
     "SEEDS",
@@ -35,10 +33,11 @@ __all__ = [
     "auroc",
     "average_precision",
     "evaluate",
-    "evaluate_main",
     "get_detector_spec",
     "list_detectors",
     "make_detector",
+    "make_gnsm",
+    "make_gnsm_paper",
     "markdown_report",
     "markdown_table",
     "mean_std",
@@ -48,6 +47,3 @@ __all__ = [
     "split_inliers",
     "write_json",
 ]
-
-# Registers "gnsm" and "gnsm-paper" (their factories import the detector lazily).
-from . import gnsm_entry  # noqa: E402,F401

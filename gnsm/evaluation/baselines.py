@@ -1,7 +1,9 @@
 """Baseline detectors and the detector registry used by the evaluation protocol.
 
-Every detector here follows the protocol's small contract: ``fit(X_train, X_val=None)``,
-``decision_function(X)`` (higher = more anomalous) and an ``input_kind`` saying what ``X`` is:
+Every detector here follows the contract of :class:`gnsm.detectors.BaseDetector`:
+``fit(X, y=None, **fit_params)`` (the protocol passes its validation inliers as ``X_val=`` to a
+``fit`` that declares it), ``decision_function(X)`` (higher = more anomalous), and an
+``input_kind`` saying what ``X`` is:
 
 - ``"onehot"``: float32 matrix, one-hot of the field codes (the reserved unseen slot included)
   followed by the standardized numerical columns; what PyOD detectors expect.
@@ -13,8 +15,9 @@ The PyOD baselines are PyOD's own classes (never re-implemented), wrapped only t
 trivial per-field frequency score that any learned detector has to beat.
 
 The registry maps a name to a factory ``factory(seed) -> detector`` and an input kind;
-``register_detector`` adds entries (``"gnsm"`` is pre-registered and resolves
-``gnsm.detectors.GNSMDetector`` only when first used).
+``register_detector`` adds entries. ``"gnsm"`` and ``"gnsm-paper"`` (:func:`make_gnsm`,
+:func:`make_gnsm_paper`) are registered here, once, and import :class:`gnsm.detectors.GNSMDetector`
+only when first built.
 """
 from __future__ import annotations
 
@@ -24,17 +27,23 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..core import DETECTOR_EPS, PAPER_EPS
 from ..data import TabularEncoder
 
 __all__ = [
     "CategoryFrequency",
     "DetectorSpec",
     "INPUT_KINDS",
+    "PYOD_BASELINES",
     "PyODDetector",
+    "call_factory",
     "get_detector_spec",
     "list_detectors",
     "make_detector",
+    "make_gnsm",
+    "make_gnsm_paper",
     "register_detector",
+    "warm_up_pyod",
 ]
 
 INPUT_KINDS = ("onehot", "codes", "frame")
@@ -66,8 +75,8 @@ class CategoryFrequency:
         self.numerical = numerical
         self.encoder_params = encoder_params
 
-    def fit(self, X: Any, X_val: Any = None) -> "CategoryFrequency":
-        """Count categories in ``X`` (``X_val`` is ignored: frequencies need no tuning)."""
+    def fit(self, X: Any, y: Any = None, *, X_val: Any = None) -> "CategoryFrequency":
+        """Count categories in ``X`` (``y`` and ``X_val`` are ignored: frequencies need no labels or tuning)."""
         if not self.alpha > 0:
             raise ValueError(f"alpha: expected a positive pseudo-count, got {self.alpha}")
         if self.numerical not in ("gaussian", "ignore"):
@@ -115,8 +124,8 @@ class PyODDetector:
         self.make_model = make_model
         self.name = name
 
-    def fit(self, X: np.ndarray, X_val: Any = None) -> "PyODDetector":
-        """Fit on the training inliers; PyOD detectors take no validation set."""
+    def fit(self, X: np.ndarray, y: Any = None, *, X_val: Any = None) -> "PyODDetector":
+        """Fit on the training inliers (unsupervised: ``y`` and ``X_val`` are ignored)."""
         X = np.asarray(X, dtype=np.float32)
         self.model_ = self.make_model(X.shape[1])
         self.model_.fit(X)
@@ -147,7 +156,8 @@ def register_detector(name: str, factory: Callable[..., Any], input_kind: str,
 
     Args:
         factory: called as ``factory(seed=seed)`` if it takes a ``seed`` argument, else
-            ``factory()``; returns an object with ``fit(X[, X_val])`` and ``decision_function``.
+            ``factory()``; returns an object with ``fit(X)`` (optionally taking ``X_val=``) and
+            ``decision_function``.
         input_kind: one of :data:`INPUT_KINDS`.
         replace: overwrite an existing entry instead of raising.
     """
@@ -239,21 +249,18 @@ def _frequency(seed: int) -> CategoryFrequency:
     return CategoryFrequency(alpha=1.0, numerical="gaussian")
 
 
-def _gnsm(seed: int) -> Any:
-    # Resolved lazily: the detector (and torch) load only when "gnsm" is asked for.
-    try:
+def make_gnsm(seed: int = 42, **params: Any) -> Any:
+    """:class:`gnsm.detectors.GNSMDetector` with the package defaults, seeded by the protocol seed."""
+    try:  # resolved lazily: the detector (and its network code) load only when "gnsm" is built
         from ..detectors import GNSMDetector
-    except ImportError:
-        try:
-            from ..detectors.tabular import GNSMDetector
-        except ImportError as err:
-            raise ImportError("detector 'gnsm': gnsm.detectors.GNSMDetector is not available "
-                              f"({err})") from err
-    params = inspect.signature(GNSMDetector).parameters
-    for key in ("random_state", "seed"):
-        if key in params:
-            return GNSMDetector(**{key: seed})
-    return GNSMDetector()
+    except ImportError as err:
+        raise ImportError(f"detector 'gnsm': gnsm.detectors.GNSMDetector is not available ({err})") from err
+    return GNSMDetector(random_state=seed, **params)
+
+
+def make_gnsm_paper(seed: int = 42) -> Any:
+    """GNSMDetector in the paper's configuration: clip eps = PAPER_EPS, score norms + GMM."""
+    return make_gnsm(seed, scoring="paper", eps=PAPER_EPS)
 
 
 for _name, _factory, _kind, _desc in (
@@ -265,7 +272,9 @@ for _name, _factory, _kind, _desc in (
     ("autoencoder", _autoencoder, "onehot", "PyOD AutoEncoder [64, 32], 10 epochs, batch 32"),
     ("deepsvdd", _deepsvdd, "onehot", "PyOD DeepSVDD [64, 32], 20 epochs, batch 32"),
     ("frequency", _frequency, "frame", "per-field -log category frequency (Laplace, alpha=1)"),
-    ("gnsm", _gnsm, "frame", "gnsm.detectors.GNSMDetector with package defaults"),
+    ("gnsm", make_gnsm, "frame", f"GNSMDetector defaults: summed denoising error (eps={DETECTOR_EPS})"),
+    ("gnsm-paper", make_gnsm_paper, "frame",
+     f"GNSMDetector scoring='paper', eps={PAPER_EPS}: score norms at all temperatures + GMM"),
 ):
     register_detector(_name, _factory, _kind, _desc)
 

@@ -1,4 +1,4 @@
-"""The paper's evaluation protocol (DESIGN.md 1.7) and a runner for any set of detectors.
+"""The paper's evaluation protocol and a runner for any set of detectors (``gnsm evaluate``).
 
 Protocol, per seed in 42..46:
 
@@ -12,11 +12,10 @@ Protocol, per seed in 42..46:
    takes ``X_val``), score the test set, and record AUROC, AP, fit time and score time.
 
 Results are mean +- std (ddof=0) over seeds. :func:`evaluate` runs datasets x detectors and writes
-the JSON, markdown and ROC PNG reports; :func:`evaluate_main` is the ``gnsm evaluate`` command line.
+the JSON, markdown and ROC PNG reports; the ``gnsm evaluate`` command (:mod:`gnsm.cli.tabular`) calls it.
 """
 from __future__ import annotations
 
-import argparse
 import inspect
 import os
 import platform
@@ -30,7 +29,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from ..data import EncodedTable, TabularEncoder, one_hot
+from ..data import TabularEncoder, one_hot
 from ..datasets import Dataset, load_dataset
 from . import metrics
 from .baselines import (INPUT_KINDS, PYOD_BASELINES, DetectorSpec, call_factory,
@@ -41,7 +40,6 @@ __all__ = [
     "ProtocolResult",
     "Split",
     "evaluate",
-    "evaluate_main",
     "run_protocol",
     "split_inliers",
 ]
@@ -172,12 +170,13 @@ def _typed_frame(dataset: Dataset) -> pd.DataFrame:
 
 
 def _fit(detector: Any, X_train: Any, X_val: Any) -> None:
-    """``fit(X_train, X_val=X_val)`` when the detector's fit takes ``X_val``, else ``fit(X_train)``."""
+    """``fit(X_train, X_val=X_val)`` when the detector's fit takes ``X_val`` (by name or through
+    ``**fit_params``, the detector base's contract), else ``fit(X_train)``."""
     try:
         params = inspect.signature(detector.fit).parameters
     except (TypeError, ValueError):
         params = {}
-    if "X_val" in params:
+    if "X_val" in params or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         detector.fit(X_train, X_val=X_val)
     else:
         detector.fit(X_train)
@@ -194,7 +193,7 @@ def run_protocol(
     encoding: str = "onehot",
     progress: bool = False,
 ) -> ProtocolResult:
-    """Run the protocol of DESIGN.md 1.7 on ``dataset`` for every detector and seed.
+    """Run the protocol (module docstring) on ``dataset`` for every detector and seed.
 
     Args:
         dataset: a :class:`~gnsm.datasets.Dataset` (see :func:`~gnsm.datasets.load_dataset`).
@@ -355,41 +354,3 @@ def evaluate(
         report.plot_roc_curves(curves, out / f"{name}_roc.png")
     return results
 
-
-def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="gnsm evaluate",
-        description="Run the paper's protocol (inliers 80/10/10, all anomalies in test, seeds "
-                    "42..46) on datasets x detectors; write JSON, markdown and ROC reports.")
-    parser.add_argument("--data", nargs="+", default=None,
-                        help="registered dataset names or CSV/ARFF/Parquet paths "
-                             "(default: the six dev sets)")
-    parser.add_argument("--label-col", default=None, help="label column of file datasets")
-    parser.add_argument("--anomaly-value", nargs="+", default=None,
-                        help="label value(s) marking anomalies in file datasets")
-    parser.add_argument("--detectors", nargs="+", default=list(DEFAULT_DETECTORS),
-                        help="registered detector names (default: PyOD baselines + frequency)")
-    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
-    parser.add_argument("--out", default="eval_results", help="output folder")
-    parser.add_argument("--name", default="results", help="file stem of the reports")
-    parser.add_argument("--no-progress", action="store_true")
-    return parser.parse_args(argv)
-
-
-def evaluate_main(argv: Sequence[str] | None = None) -> int:
-    """``gnsm evaluate`` entry point: returns 0 on success, 2 on bad input (message on stderr)."""
-    args = _parse_args(argv)
-    data = args.data or ["cars", "mushrooms", "solar", "cmc", "chess", "adult"]
-    anomaly = args.anomaly_value
-    if anomaly is not None and len(anomaly) == 1:
-        anomaly = anomaly[0]
-    try:
-        results = evaluate(data, args.detectors, args.seeds, args.out,
-                           label_col=args.label_col, anomaly_value=anomaly, name=args.name,
-                           progress=not args.no_progress)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        print(f"gnsm evaluate: error: {err}", file=sys.stderr)
-        return 2
-    from .report import markdown_report
-    print(markdown_report(results))
-    return 0

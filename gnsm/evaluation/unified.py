@@ -1,6 +1,6 @@
 """Unified (multi-class) anomaly-detection protocol: one model for many normal classes.
 
-Protocol (HGAD, issue 7): split every class once into train/test parts (stratified, seeded); then
+Protocol (the unified setting of HGAD): split every class once into train/test parts (stratified, seeded); then
 for each class c, the "normal" data are all other classes: train on their train part, test on
 their test part plus the test part of c, which is the anomaly class. Each method sees the class
 labels of its training rows (it may ignore them) and never a test row's label. Each split is
@@ -10,8 +10,8 @@ Taking the anomalies from c's test part only keeps every test row out of the tra
 tuning on the train parts (``leave_one_class_out_splits`` on the train rows alone) never touches
 test data.
 
-The same protocol runs on tables whose label has several normal classes (``CLASS_TABLES``:
-``load_class_table``, ``table_splits``): rows are categorical records (object arrays, columns as in
+The same protocol runs on tables whose label has several normal classes
+(:func:`gnsm.datasets.load_class_table`, then ``table_splits``): rows are categorical records (object arrays, columns as in
 the table), and ``onehot_encoder`` / ``on_features`` / ``on_frames`` turn a method on feature
 vectors or on DataFrames into a method on those rows. ``evaluate_unified_seeds`` repeats a protocol
 over seeds and ``summarize_seeds`` / ``seeds_markdown_table`` report mean +- std over the seeds.
@@ -20,17 +20,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from .baselines import CategoryFrequency
 from .metrics import auroc
 
-__all__ = ["UnifiedSplit", "stratified_train_test", "leave_one_class_out_splits", "evaluate_unified", "unified_markdown_table", "Method",
-           "ClassTable", "CLASS_TABLES", "load_class_table", "table_splits", "onehot_encoder", "on_features", "on_frames",
-           "frequency_method", "evaluate_unified_seeds", "summarize_seeds", "seeds_markdown_table"]
+__all__ = ["UnifiedSplit", "stratified_train_test", "leave_one_class_out_splits", "evaluate_unified", "unified_markdown_table",
+           "Method", "table_splits", "onehot_encoder", "on_features", "on_frames", "frequency_method",
+           "evaluate_unified_seeds", "summarize_seeds", "seeds_markdown_table"]
 
 # (X_train, class labels of X_train, X_test) -> anomaly scores of X_test (higher = more anomalous),
 # or (scores, info) with a JSON-friendly dict of facts about the fit (kept per split).
@@ -138,56 +138,6 @@ def unified_markdown_table(results: Mapping[str, Any], digits: int = 1) -> str:
 
 
 # ---------------------------------------------------------------------------- tables with several normal classes
-@dataclass(frozen=True)
-class ClassTable:
-    """A categorical table of the data directory whose ``label_col`` has several classes."""
-
-    name: str
-    relpath: str                 # relative to the data directory (``gnsm.datasets.find_data_dir``)
-    label_col: str
-    drop_cols: tuple = ()
-    description: str = ""
-
-
-# Which dev sets qualify (checked on the files in shared/data): only cars and cmc have a label with
-# three or more classes. solar, chess (one class vs all, the original multi-class label removed),
-# mushrooms and adult (two classes: leaving one out leaves a single normal class) do not.
-CLASS_TABLES: dict[str, ClassTable] = {
-    "cars": ClassTable("cars", "cars/car.arff", "class", (),
-                       "UCI Car Evaluation, label class: unacc 1210 / acc 384 / good 69 / vgood 65"),
-    "cmc": ClassTable("cmc", "cmc/cmc-nominal.arff", "Contraceptive_method_used", ("class_numberofchildren",),
-                      "UCI Contraceptive Method Choice, label = the UCI target Contraceptive_method_used "
-                      "(1 no-use 629 / 2 long-term 333 / 3 short-term 511); the anomaly-detection label "
-                      "class_numberofchildren is dropped"),
-}
-
-
-def load_class_table(name: str, data_dir: str | Path | None = None) -> tuple["Any", np.ndarray]:
-    """(X, y) of a ``CLASS_TABLES`` entry: X a DataFrame of str categories, y the class labels (str).
-
-    ``cars`` falls back on the copy bundled in ``gnsm.datasets`` when no data directory is found.
-    """
-    from ..datasets import find_data_dir, read_arff
-    from ..datasets.registry import BUNDLED_DIR
-
-    if name not in CLASS_TABLES:
-        raise ValueError(f"name: expected one of {sorted(CLASS_TABLES)}, got {name!r}")
-    spec = CLASS_TABLES[name]
-    try:
-        path: Path | None = Path(data_dir if data_dir is not None else find_data_dir()) / spec.relpath
-    except FileNotFoundError:
-        path = None
-    if (path is None or not path.is_file()) and name == "cars" and data_dir is None:
-        path = BUNDLED_DIR / "car.arff"
-    if path is None or not path.is_file():
-        raise FileNotFoundError(f"table {name!r}: expected file {spec.relpath} in the data directory "
-                                f"({path or 'none found'}; set GNSM_DATA_DIR)")
-    frame, _ = read_arff(path)
-    y = frame[spec.label_col].astype(str).str.strip().to_numpy()
-    X = frame.drop(columns=[spec.label_col, *spec.drop_cols]).astype(str).reset_index(drop=True)
-    return X, y
-
-
 def table_splits(X: Any, y: np.ndarray, test_size: float = 0.3, random_state: int = 0,
                  classes: Sequence[Any] | None = None) -> list[UnifiedSplit]:
     """``leave_one_class_out_splits`` on a table: rows become an object array (column order of X)."""
@@ -231,8 +181,7 @@ def on_frames(columns: Sequence[Any], method: Method) -> Method:
 
 
 def frequency_method(X: Any, y: np.ndarray, Xt: Any) -> np.ndarray:
-    """The per-field category-frequency baseline (``gnsm.evaluation.baselines.CategoryFrequency``) on frames."""
-    from .baselines import CategoryFrequency
+    """The per-field category-frequency baseline (:class:`~gnsm.evaluation.baselines.CategoryFrequency`) on frames."""
     return CategoryFrequency().fit(X).decision_function(Xt)
 
 

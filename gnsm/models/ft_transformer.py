@@ -14,8 +14,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..core import FieldLayout
 from .conditioning import FiLM, LogTauEmbedding
-from .tabular_mlp import _sizes
 
 
 class FTTransformer(nn.Module):
@@ -25,8 +25,7 @@ class FTTransformer(nn.Module):
                  n_heads: int = 4, ffn_mult: int = 2, dropout: float = 0.0, tau_min: float = 2.0,
                  tau_max: float = 20.0):
         super().__init__()
-        sizes = _sizes(field_sizes)
-        self.field_sizes = [sizes] if isinstance(sizes, int) else sizes
+        self.field_sizes = list(FieldLayout.from_sizes(field_sizes).sizes)
         self.num_numerical = int(num_numerical)
         if d_token % n_heads:
             raise ValueError(f"d_token: must be divisible by n_heads ({n_heads}), got {d_token}")

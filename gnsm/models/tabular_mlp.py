@@ -11,20 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..core import FieldLayout
 from .conditioning import FiLM, LogTauEmbedding
-
-
-def _sizes(field_sizes: int | Sequence[int]) -> list[int] | int:
-    if isinstance(field_sizes, int):
-        return int(field_sizes)
-    sizes = [int(k) for k in field_sizes]
-    if any(k < 1 for k in sizes):
-        raise ValueError(f"field_sizes: every field needs at least one class, got {sizes}")
-    return sizes
-
-
-def total_channels(field_sizes: int | Sequence[int]) -> int:
-    return field_sizes if isinstance(field_sizes, int) else sum(field_sizes)
 
 
 class _ResBlock(nn.Module):
@@ -49,12 +37,13 @@ class TabularResMLP(nn.Module):
                  mult: int = 2, emb_dim: int = 128, dropout: float = 0.0, tau_min: float = 2.0,
                  tau_max: float = 20.0):
         super().__init__()
-        self.field_sizes = _sizes(field_sizes)
+        layout = FieldLayout.from_sizes(field_sizes)
+        self.field_sizes = layout.field_sizes
         self.num_numerical = int(num_numerical)
         self._config = dict(field_sizes=self.field_sizes, num_numerical=self.num_numerical, width=width,
                             depth=depth, mult=mult, emb_dim=emb_dim, dropout=dropout, tau_min=tau_min,
                             tau_max=tau_max)
-        channels = self.num_numerical + total_channels(self.field_sizes)
+        channels = self.num_numerical + layout.width
         self.embed = LogTauEmbedding(emb_dim, tau_min=tau_min, tau_max=tau_max)
         self.inp = nn.Linear(channels, width)
         self.blocks = nn.ModuleList(_ResBlock(width, emb_dim, mult, dropout) for _ in range(depth))

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core import FieldLayout
 from .conditioning import FiLM, LogTauEmbedding
-from .tabular_mlp import _sizes, total_channels
 
 
 def _conv(dims: int):
@@ -57,7 +57,8 @@ class UNet(nn.Module):
             raise ValueError(f"spatial_dims: expected 2 or 3, got {spatial_dims}")
         if len(channels) < 1:
             raise ValueError("channels: expected at least one level")
-        self.field_sizes = _sizes(field_sizes)
+        layout = FieldLayout.from_sizes(field_sizes)
+        self.field_sizes = layout.field_sizes
         self.num_numerical = 0
         self.spatial_dims = spatial_dims
         self.cond_channels = int(cond_channels)
@@ -66,7 +67,7 @@ class UNet(nn.Module):
                             channels=channels, num_res_blocks=num_res_blocks, emb_dim=emb_dim, groups=groups,
                             tau_min=tau_min, tau_max=tau_max)
         conv = _conv(spatial_dims)
-        self.out_channels = total_channels(self.field_sizes)
+        self.out_channels = layout.width
         self.embed = LogTauEmbedding(emb_dim, tau_min=tau_min, tau_max=tau_max)
         self.stem = conv(self.out_channels + self.cond_channels, channels[0], 3, padding=1)
         self.down = nn.ModuleList()

@@ -1,6 +1,6 @@
 """The training engine under both detectors: one loop for tabular records and label volumes.
 
-What one step does (DESIGN 1.2-1.5): draw the global batch and one temperature index per record,
+What one step does (docs/design.md): draw the global batch and one temperature index per record,
 relax the integer labels with the fused op (no one-hot), add Gaussian noise ``sigma_i * eps`` to the
 numerical columns (sigma paired with tau by index), run the network on ``[numerical | fields]`` with
 ``log tau``, and take the fused score-matching loss (plus Gaussian DSM ``0.5 ||s + eps/sigma||^2``
@@ -24,23 +24,23 @@ Loss scale: tabular losses are summed over fields and averaged over records (the
 volume losses are additionally averaged over positions (per-voxel mean), so the learning rate and
 gradient clip do not depend on the patch size.
 
-Checkpoints (``torch.save`` dict, loaded with ``weights_only=True``, written atomically): see
-:meth:`Trainer.checkpoint_state` and ``docs/training.md``.
+Failure policy: a non-finite training loss, gradient or validation loss stops the run with a
+``FloatingPointError`` naming the step, checked before anything is written, so a checkpoint never
+holds non-finite weights and a non-finite validation loss is never the best. Checkpoints: see
+:mod:`gnsm.training.checkpoint`.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
 import os
-import random
-import tempfile
 import time
 import warnings
-from dataclasses import asdict, dataclass, fields as dc_fields
-from typing import Any, Sequence
+from dataclasses import asdict
+from typing import Sequence
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
@@ -48,136 +48,19 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
 import gnsm
-from gnsm import ops
-from gnsm.ops import reference
-from gnsm.data.tensors import TabularData
-from gnsm.core.schedule import Schedule
-from gnsm.core.threads import configure_threads, ensure_configured
+from .. import ops
+from ..core import FieldLayout, Schedule, configure_threads, ensure_configured
+from ..data import TabularData
+from ..models import build_model
+from ..ops import reference
+from . import rng
+from .checkpoint import (CHECKPOINT_FORMAT, CHECKPOINT_VERSION, clean_checkpoint_temps, load_checkpoint,
+                         trim_metrics, write_checkpoint)
+from .config import TrainConfig, TrainResult
+from .distributed import ResumableDistributedSampler, dist_info
+from .monitor import all_finite, first_non_finite, loss_relapse
 
-__all__ = ["TrainConfig", "TrainResult", "Trainer", "TabularData", "load_checkpoint", "load_model",
-           "init_distributed", "CHECKPOINT_FORMAT"]
-
-CHECKPOINT_FORMAT = "gnsm.checkpoint"
-CHECKPOINT_VERSION = 1
-_MASK63 = (1 << 63) - 1
-_MASK64 = (1 << 64) - 1
-
-
-@dataclass
-class TrainConfig:
-    steps: int = 2000
-    batch_size: int = 256            # global batch (over ranks and accumulation micro-batches)
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 100
-    grad_clip: float = 1.0           # max global grad norm; <= 0 disables clipping
-    ema_decay: float = 0.999
-    kind: str = "kl"                 # "kl" or "mse" (DESIGN 1.4)
-    eps: float = 1e-5
-    amp: str = "auto"                # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
-    compile: bool = False
-    val_every: int = 200
-    patience: int | None = None      # validations without improvement before stopping
-    checkpoint_dir: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    progress: bool = True
-    metrics_file: str | None = None  # JSONL, one line per log interval and per validation
-    num_workers: int = 0
-    # beyond the agreed core
-    accum_steps: int = 1             # gradient-accumulation micro-batches per step
-    ops_backend: str = "fused"       # "fused" (gnsm.ops) or "reference" (plain PyTorch, for benchmarks)
-    log_every: int = 10
-    val_batch_size: int | None = None
-    channels_last: bool | None = None  # None: channels_last_3d for 3D networks on CUDA
-    dsm_weighting: str = "none"      # numerical DSM weight: "none" (DESIGN 1.4) or "sigma2"
-    num_threads: int | None = None   # torch/BLAS threads (None: gnsm.threads rule / GNSM_NUM_THREADS)
-
-    def __post_init__(self) -> None:
-        positive = ("steps", "batch_size", "val_every", "accum_steps", "log_every")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"config.{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.kind not in ("kl", "mse"):
-            raise ValueError(f"config.kind: expected 'kl' or 'mse', got {self.kind!r}")
-        if self.amp not in ("auto", "bf16", "off"):
-            raise ValueError(f"config.amp: expected 'auto', 'bf16' or 'off', got {self.amp!r}")
-        if self.ops_backend not in ("fused", "reference"):
-            raise ValueError(f"config.ops_backend: expected 'fused' or 'reference', got {self.ops_backend!r}")
-        if self.dsm_weighting not in ("none", "sigma2"):
-            raise ValueError(f"config.dsm_weighting: expected 'none' or 'sigma2', got {self.dsm_weighting!r}")
-        if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"config.ema_decay: expected a value in [0, 1), got {self.ema_decay}")
-        if self.patience is not None and self.patience < 1:
-            raise ValueError(f"config.patience: expected None or >= 1, got {self.patience}")
-        if self.warmup_steps < 0 or self.lr <= 0:
-            raise ValueError("config.warmup_steps must be >= 0 and config.lr > 0")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        names = {f.name for f in dc_fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-
-def loss_relapse(history: Sequence[float], window: int = 20, min_drop: float = 0.05,
-                 back: float = 0.9) -> tuple[float, float, float] | None:
-    """Detects a run whose loss fell and then went back to where it started (a diverged run that
-    settled on a trivial solution, seen with a too-high lr on 3-D volumes): returns (start, best,
-    now) of the ``window``-step mean loss when the loss first dropped by more than ``min_drop`` of
-    its start and has since recovered at least ``back`` of that drop, else None."""
-    n = len(history)
-    if n < 3 * window:
-        return None
-    start = float(np.mean(history[:window]))
-    csum = np.concatenate([[0.0], np.cumsum(np.asarray(history, dtype=np.float64))])
-    means = (csum[window:] - csum[:-window]) / window
-    best, now = float(means.min()), float(means[-1])
-    drop = start - best
-    # the drop must also stand out of the step-to-step noise of a window mean (a flat noisy run is no relapse)
-    noise = float(np.std(history[-5 * window:])) / math.sqrt(window)
-    if start > 0 and drop > max(min_drop * start, 6 * noise) and now - best >= back * drop:
-        return start, best, now
-    return None
-
-
-@dataclass
-class TrainResult:
-    history: list[float]                       # training loss per step (from step 1, resumed runs included)
-    val_history: list[tuple[int, float]]       # (step, validation loss of the EMA weights)
-    best_val: float | None
-    best_step: int | None
-    steps_run: int                             # the step counter at the end
-    stopped_early: bool = False
-    checkpoint_dir: str | None = None
-    seconds: float = 0.0
-    throughput: float = 0.0                    # records/s (tabular) or voxels/s (volumes) of this call
-    throughput_unit: str = "records/s"
-
-
-# ---- counter-based randomness ----------------------------------------------------------------
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def _key(*parts: int) -> int:
-    """A 63-bit key mixing integers (seed, purpose, step, shard, ...)."""
-    h = 0x243F6A8885A308D3
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h & _MASK63
-
-
-def _generator(key: int, device: torch.device | str = "cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(key)
-    return g
-
-
-_PERM, _LEVEL, _NOISE, _GAUSS, _REF, _VAL = range(1, 7)
+__all__ = ["Trainer"]
 
 
 class _WarmupCosine:
@@ -192,125 +75,6 @@ class _WarmupCosine:
             return (step + 1) / self.warmup
         span = max(self.total - self.warmup, 1)
         return 0.5 * (1.0 + math.cos(math.pi * min(step - self.warmup, span) / span))
-
-
-class _ResumableDistributedSampler(DistributedSampler):
-    """DistributedSampler that can start an epoch part-way (resume without replaying the loader)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.start = 0
-
-    def __iter__(self):
-        indices = list(super().__iter__())
-        return iter(indices[self.start:])
-
-    def __len__(self) -> int:
-        return self.num_samples - self.start
-
-
-# ---- distributed helpers -----------------------------------------------------------------------
-
-def init_distributed(backend: str | None = None) -> tuple[int, int]:
-    """Initialize ``torch.distributed`` from torchrun's environment when ``WORLD_SIZE > 1``.
-
-    Returns ``(rank, world_size)``; ``(0, 1)`` when not distributed.
-    """
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1
-    if backend is None:
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend=backend)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def _dist_info() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-# ---- checkpoint I/O ----------------------------------------------------------------------------
-
-def _atomic_save(obj: Any, path: str) -> None:
-    """Write to a temporary file in the target folder, fsync, then ``os.replace``: never a partial file."""
-    path = os.path.abspath(path)
-    folder = os.path.dirname(path)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """Load a gnsm checkpoint with ``weights_only=True``; ``ValueError`` if it is not one."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint: no file at {path!r}")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated or foreign pickle
-        raise ValueError(f"checkpoint: {path!r} is not a readable gnsm checkpoint ({exc})") from exc
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"checkpoint: {path!r} is not a gnsm checkpoint (missing format {CHECKPOINT_FORMAT!r})")
-    if ckpt.get("format_version", 0) > CHECKPOINT_VERSION:
-        raise ValueError(f"checkpoint: format version {ckpt['format_version']} is newer than this gnsm "
-                         f"({CHECKPOINT_VERSION}); upgrade gnsm")
-    return ckpt
-
-
-def load_model(path: str, ema: bool = True, map_location: str | torch.device = "cpu") -> tuple[nn.Module, Schedule]:
-    """Rebuild the network of a checkpoint (EMA weights by default) and its schedule, in eval mode."""
-    from gnsm.models import build_model
-
-    ckpt = load_checkpoint(path, map_location)
-    if not ckpt.get("model_config"):
-        raise ValueError(f"checkpoint: {path!r} holds no model config; rebuild the model yourself and load "
-                         "ckpt['ema'] into it")
-    model = build_model(ckpt["model_config"])
-    model.load_state_dict(ckpt["ema" if ema else "model"])
-    return model.eval(), Schedule.from_dict(ckpt["schedule"])
-
-
-def _rng_state() -> dict:
-    np_state = np.random.get_state(legacy=False)
-    py = random.getstate()
-    return {
-        "torch_cpu": torch.get_rng_state(),
-        "torch_cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-        "numpy": {"bit_generator": np_state["bit_generator"],
-                  "key": torch.from_numpy(np.asarray(np_state["state"]["key"]).astype(np.int64)),
-                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
-                  "gauss": float(np_state["gauss"])},
-        "python": [py[0], list(py[1]), py[2]],
-    }
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch_cpu"].cpu())
-    cuda = state.get("torch_cuda") or []
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-    npst = state["numpy"]
-    np.random.set_state({"bit_generator": npst["bit_generator"],
-                         "state": {"key": npst["key"].numpy().astype(np.uint32), "pos": npst["pos"]},
-                         "has_gauss": npst["has_gauss"], "gauss": npst["gauss"]})
-    py = state["python"]
-    random.setstate((py[0], tuple(py[1]), py[2]))
 
 
 # ---- the trainer -------------------------------------------------------------------------------
@@ -334,18 +98,15 @@ class Trainer:
 
     def __init__(self, model: nn.Module, schedule: Schedule, config: TrainConfig,
                  field_sizes: Sequence[int] | int, num_numerical: int = 0):
-        if isinstance(field_sizes, bool):
-            raise ValueError("field_sizes: expected an int or a list of ints")
-        self.single_field = isinstance(field_sizes, (int, np.integer))
-        self.field_sizes: int | list[int] = int(field_sizes) if self.single_field else [int(k) for k in field_sizes]
-        self.sizes = [self.field_sizes] if self.single_field else list(self.field_sizes)
-        if not self.sizes or any(k < 1 for k in self.sizes):
-            raise ValueError(f"field_sizes: expected at least one field with K >= 1, got {field_sizes}")
+        self.layout = FieldLayout.from_sizes(field_sizes)
+        self.single_field = self.layout.single
+        self.field_sizes: int | list[int] = self.layout.field_sizes
+        self.sizes = list(self.layout.sizes)
         self.num_numerical = int(num_numerical)
         if self.num_numerical < 0:
             raise ValueError(f"num_numerical: expected >= 0, got {num_numerical}")
         model_fs = getattr(model, "field_sizes", None)
-        if model_fs is not None and (list(model_fs) if not isinstance(model_fs, int) else [model_fs]) != self.sizes:
+        if model_fs is not None and FieldLayout.from_sizes(model_fs, "model.field_sizes").sizes != self.layout.sizes:
             raise ValueError(f"field_sizes: the model was built for {model_fs}, the trainer got {field_sizes}")
         model_d = getattr(model, "num_numerical", None)
         if model_d is not None and int(model_d) != self.num_numerical:
@@ -356,7 +117,7 @@ class Trainer:
             ensure_configured()
         else:
             configure_threads(config.num_threads)
-        self.rank, self.world_size = _dist_info()
+        self.rank, self.world_size = dist_info()
         self.device = self._resolve_device(config.device)
         self.amp_dtype = self._resolve_amp(config.amp)
         self.model = model.to(self.device)
@@ -418,13 +179,13 @@ class Trainer:
 
     # -- one shard's loss
     def _loss(self, net: nn.Module, labels: torch.Tensor, numerical: torch.Tensor | None, levels: torch.Tensor,
-              shard: int, step: int, purpose: int = _NOISE, cond: torch.Tensor | None = None) -> torch.Tensor:
+              shard: int, step: int, purpose: int = rng.NOISE, cond: torch.Tensor | None = None) -> torch.Tensor:
         cfg = self.config
         D = self.num_numerical
         tau = self.taus[levels]
         log_tau = self.log_taus[levels]
         y_dtype = self.amp_dtype or torch.float32
-        key = _key(cfg.seed, purpose, shard)
+        key = rng.key(cfg.seed, purpose, shard)
         if cfg.ops_backend == "fused":
             state = torch.tensor([key, step], dtype=torch.int64, device=self.device)
             y, state = ops.relax_from_labels(labels, self.field_sizes, tau, eps=cfg.eps, dtype=y_dtype,
@@ -437,10 +198,10 @@ class Trainer:
                     raise ValueError(f"labels: expected values in [0, {k}) for field {j}, found "
                                      f"{int(lj.max()) if int(lj.max()) >= k else int(lj.min())}")
             g = reference.sample_gumbel((lab.shape[0], sum(self.sizes), *lab.shape[2:]),
-                                        generator=_generator(_key(key, step, _REF), self.device), device=self.device)
+                                        generator=rng.generator(rng.key(key, step, rng.REF), self.device), device=self.device)
             y = reference.relax_from_labels(lab, self.sizes, tau, g, cfg.eps).to(y_dtype)
         if D:
-            gen = _generator(_key(cfg.seed, _GAUSS if purpose == _NOISE else purpose + 100, shard, step))
+            gen = rng.generator(rng.key(cfg.seed, rng.GAUSS if purpose == rng.NOISE else purpose + 100, shard, step))
             noise = torch.randn(numerical.shape, generator=gen).to(self.device)
             sigma = self.sigmas[levels]
             x = numerical + sigma[:, None] * noise
@@ -472,14 +233,14 @@ class Trainer:
         parts = []
         for epoch in range(start // n, (stop - 1) // n + 1):
             if self._perm_epoch != epoch:
-                self._perm = torch.randperm(n, generator=_generator(_key(self.config.seed, _PERM, epoch)))
+                self._perm = torch.randperm(n, generator=rng.generator(rng.key(self.config.seed, rng.PERM, epoch)))
                 self._perm_epoch = epoch
             lo, hi = max(start - epoch * n, 0), min(stop - epoch * n, n)
             parts.append(self._perm[lo:hi])
         return torch.cat(parts)
 
     def _levels(self, step: int, count: int) -> torch.Tensor:
-        return self.schedule.sample_indices(count, generator=_generator(_key(self.config.seed, _LEVEL, step)))
+        return self.schedule.sample_indices(count, generator=rng.generator(rng.key(self.config.seed, rng.LEVEL, step)))
 
     def _check_data(self, data, name: str):
         if isinstance(data, TabularData):
@@ -547,7 +308,7 @@ class Trainer:
             b = codes.shape[0]
             for level in range(N):
                 levels = torch.full((b,), level, dtype=torch.long, device=self.device)
-                loss = self._loss(model, codes, num, levels, shard=i, step=level, purpose=_VAL, cond=cond)
+                loss = self._loss(model, codes, num, levels, shard=i, step=level, purpose=rng.VAL, cond=cond)
                 total += loss.double() * b
                 count += b
         if self.world_size > 1:
@@ -570,7 +331,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "step": self.step,
-            "rng": _rng_state(),
+            "rng": rng.global_rng_state(),
             "schedule": self.schedule.to_dict(),
             "field_sizes": self.field_sizes,
             "num_numerical": self.num_numerical,
@@ -584,10 +345,17 @@ class Trainer:
         }
 
     def save_checkpoint(self, path: str) -> None:
-        """Write a checkpoint atomically (only on rank 0; other ranks return immediately)."""
+        """Write a checkpoint atomically (only on rank 0; other ranks return immediately).
+
+        Raises ``FloatingPointError`` instead of writing when a weight of the model or its EMA is not
+        finite (the file already at ``path``, if any, stays as it was).
+        """
         if self.rank != 0:
             return
-        _atomic_save(self.checkpoint_state(), path)
+        if not all_finite(_unwrap(self.model), self.ema):
+            raise FloatingPointError(f"checkpoint {path}: the weights hold NaN or inf at step {self.step}; "
+                                     "not writing them")
+        write_checkpoint(self.checkpoint_state(), path)
 
     def _check_compatible(self, ckpt: dict, source: str) -> None:
         fs = ckpt.get("field_sizes")
@@ -623,15 +391,11 @@ class Trainer:
         self.best_val = ckpt.get("best_val")
         self.best_step = ckpt.get("best_step")
         self.bad_evals = int(ckpt.get("bad_evals", 0))
-        _set_rng_state(ckpt["rng"])
-
-    load_state = restore
+        rng.set_global_rng_state(ckpt["rng"])
 
     @classmethod
     def load_checkpoint(cls, path: str, config: TrainConfig | None = None, **overrides) -> "Trainer":
         """Rebuild a trainer (network from ``model_config``, schedule, layout) from a checkpoint."""
-        from gnsm.models import build_model
-
         ckpt = load_checkpoint(path)
         if not ckpt.get("model_config"):
             raise ValueError(f"checkpoint {path!r}: holds no model config; build the Trainer yourself and call "
@@ -685,6 +449,11 @@ class Trainer:
         if resume is not None:
             self.restore(resume)
         ckpt_dir = cfg.checkpoint_dir
+        if self.rank == 0:
+            if ckpt_dir is not None:
+                clean_checkpoint_temps(ckpt_dir)  # left by a process killed mid-write
+            if cfg.metrics_file and self.step > 0:
+                trim_metrics(cfg.metrics_file, self.step)  # those steps are about to be logged again
         self._perm_epoch = None
         start_step = self.step
         unit = "records/s"
@@ -695,7 +464,7 @@ class Trainer:
             n = len(train)
         else:
             local_batch = self.shard_batch * cfg.accum_steps
-            sampler = _ResumableDistributedSampler(train, num_replicas=self.world_size, rank=self.rank,
+            sampler = ResumableDistributedSampler(train, num_replicas=self.world_size, rank=self.rank,
                                                    shuffle=True, seed=cfg.seed, drop_last=True)
             steps_per_epoch = sampler.num_samples // local_batch
             if steps_per_epoch == 0:
@@ -716,6 +485,7 @@ class Trainer:
         bar = tqdm(total=cfg.steps, initial=self.step, disable=not cfg.progress or self.rank != 0,
                    desc="gnsm train", unit="step", dynamic_ncols=True)
         pending: list[torch.Tensor] = []
+        pending_norms: list[torch.Tensor] = []
         units_done = 0.0
         t0 = time.perf_counter()
         t_last, units_last = t0, 0.0
@@ -749,13 +519,17 @@ class Trainer:
                         if cond_local is not None:
                             cond = cond_local[lsl].to(self.device, non_blocking=True)
                     sync_ctx = (self.net.no_sync() if self.world_size > 1 and m < cfg.accum_steps - 1
-                                and hasattr(self.net, "no_sync") else _nullcontext())
+                                and hasattr(self.net, "no_sync") else contextlib.nullcontext())
                     with sync_ctx:
                         loss = self._loss(self.net, labels, num, levels, shard, step, cond=cond) / cfg.accum_steps
                         loss.backward()
                     step_loss += loss.detach()
                 if cfg.grad_clip and cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+                else:
+                    grad_norm = torch.nn.utils.get_total_norm(
+                        [p.grad for p in self.model.parameters() if p.grad is not None])
+                pending_norms.append(grad_norm.detach())
                 self.optimizer.step()
                 self.scheduler.step()
                 self.step += 1
@@ -767,9 +541,11 @@ class Trainer:
                 last = self.step == cfg.steps
                 if self.step % cfg.log_every == 0 or last or self.step % cfg.val_every == 0:
                     losses = self._reduce_mean(torch.stack(pending).float()).tolist()
+                    norms = torch.stack(pending_norms).float().tolist()
+                    first = self.step - len(losses) + 1
                     pending.clear()
-                    if not all(math.isfinite(v) for v in losses):
-                        raise FloatingPointError(f"training loss became non-finite at step {self.step}: {losses}")
+                    pending_norms.clear()
+                    self._check_finite(losses, norms, first)
                     self.history.extend(losses)
                     self._check_relapse()
                     now = time.perf_counter()
@@ -793,10 +569,27 @@ class Trainer:
                            checkpoint_dir=ckpt_dir, seconds=seconds,
                            throughput=units_done / max(seconds, 1e-9), throughput_unit=unit)
 
+    @staticmethod
+    def _check_finite(losses: list[float], grad_norms: list[float], first_step: int) -> None:
+        """Raise at the first step whose loss or gradient norm is not finite (before any checkpoint)."""
+        steps = range(first_step, first_step + len(losses))
+        bad_grad = first_non_finite(grad_norms, steps)
+        bad_loss = first_non_finite(losses, steps)
+        if bad_loss is not None and (bad_grad is None or bad_loss <= bad_grad):
+            raise FloatingPointError(f"training loss became non-finite at step {bad_loss}: {losses}")
+        if bad_grad is not None:
+            raise FloatingPointError(f"gradient became non-finite at step {bad_grad} (the loss was finite); "
+                                     "the weights are no longer usable and no checkpoint was written after "
+                                     "that step: lower the learning rate or check the model for operations "
+                                     "with infinite derivatives")
+
     def _validate_and_checkpoint(self, val, ckpt_dir: str | None) -> bool:
         improved = False
         if val is not None:
             v = self.evaluate(val)
+            if not math.isfinite(v):
+                raise FloatingPointError(f"validation loss became non-finite at step {self.step} ({v}); "
+                                         "no checkpoint was written for this step")
             self.val_history.append((self.step, v))
             self._log({"step": self.step, "val_loss": v})
             if self.best_val is None or v < self.best_val:
@@ -812,10 +605,3 @@ class Trainer:
                 dist.barrier()
         return self.config.patience is not None and self.bad_evals >= self.config.patience
 
-
-class _nullcontext:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False

@@ -7,9 +7,8 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from gnsm.evaluation.seg_corruptions import (CORRUPTIONS, DEFAULT_SEVERITIES, CorruptedCase,
-                                             corrupt, dice_histogram, dice_iou, error_mask,
-                                             make_cases)
+from gnsm.evaluation.segmentation import (CORRUPTIONS, DEFAULT_SEVERITIES, CorruptedCase, corrupt,
+                                          dice_histogram, dice_iou, error_mask, make_cases)
 
 CAMVID_IGNORE = 11
 

@@ -6,10 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from gnsm.data.tensors import TabularData
-from gnsm.data.volumes import PatchDataset
+from gnsm.core import Schedule
+from gnsm.data import PatchDataset, TabularData
 from gnsm.models import TabularResMLP, UNet
-from gnsm.core.schedule import Schedule
 from gnsm.training import Trainer, TrainConfig, load_checkpoint, load_model
 
 SCHED = Schedule(n=5)

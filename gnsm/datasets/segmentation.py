@@ -1,4 +1,4 @@
-"""The real segmentation data of ``shared/data`` for :class:`gnsm.detectors.SegmentationQC` evaluations.
+"""The segmentation data of the data directory (:func:`find_data_dir`) for segmentation QC evaluations.
 
 - CamVid label maps (``camvid_labels``): 367 train / 101 val maps, 360x480, classes 0..10 plus
   11 = unlabelled (void). :func:`load_camvid` reads them and optionally downsamples by an integer
@@ -10,9 +10,12 @@
 """
 from __future__ import annotations
 
+from os import PathLike
 from pathlib import Path
 
 import numpy as np
+
+from .registry import find_data_dir
 
 __all__ = ["CAMVID_CLASSES", "CAMVID_VOID", "load_camvid", "load_spine", "augment_volume"]
 
@@ -21,11 +24,8 @@ CAMVID_CLASSES = ("sky", "building", "pole", "road", "pavement", "tree", "sign",
 CAMVID_VOID = 11
 
 
-def _data_dir(data_dir: str | Path | None) -> Path:
-    if data_dir is not None:
-        return Path(data_dir)
-    from ..datasets.registry import find_data_dir
-    return find_data_dir()
+def _data_dir(data_dir: str | PathLike | None) -> Path:
+    return Path(data_dir) if data_dir is not None else find_data_dir()
 
 
 def _downsample(arr: np.ndarray, factors: tuple[int, ...]) -> np.ndarray:

@@ -1,4 +1,8 @@
-"""Pictures of segmentation QC results (``gnsm report-seg``): mask, prediction, error and anomaly map.
+"""Reports of segmentation QC results: the markdown summary of an evaluation, and pictures of mask,
+prediction, error and anomaly map (``gnsm evaluate-seg``, ``gnsm report-seg``).
+
+:func:`markdown_summary` formats the dict of :func:`~gnsm.evaluation.segmentation.evaluate_camvid` or
+:func:`~gnsm.evaluation.segmentation.evaluate_spine`.
 
 :func:`write_report` takes the arrays an evaluation keeps (``gt``, ``pred``, ``anomaly_map``,
 ``score``, ``dice``, optional ``names``/``kind``/``severity``) and writes one PNG per case for the
@@ -12,7 +16,42 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["plot_case", "plot_score_vs_dice", "write_report"]
+__all__ = ["markdown_summary", "plot_case", "plot_score_vs_dice", "write_report"]
+
+
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def markdown_summary(result: dict) -> str:
+    """Markdown tables of an evaluation result (CamVid: per method and per corruption kind; spine: labels)."""
+    lines = [f"# Segmentation QC: {result['dataset']}", ""]
+    if result["dataset"] == "camvid":
+        lines += [f"{result['n_train']} train maps, {result['n_cases']} scored cases from {result['n_val_maps']} val maps "
+                  f"(shape {result['shape']}, downsample {result['downsample']}); fit {result['fit_seconds']:.0f}s", "",
+                  "| method | Spearman rho(score, Dice) | AUROC good vs poor | voxel AUROC (pooled) | voxel AUROC (mean per case) |",
+                  "|---|---|---|---|---|"]
+        for name, m in result["methods"].items():
+            v = m["voxel_auroc"]
+            lines.append(f"| {name} | {_fmt(m['spearman'])} | {_fmt(m['auroc_good_vs_poor'])} | {_fmt(v['pooled'])} | "
+                         f"{_fmt(v['mean_per_case'])} |")
+        names = list(result["methods"])
+        lines += ["", "Per corruption kind: Spearman / AUROC good vs poor / voxel AUROC", "",
+                  "| kind | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+        for k in result["methods"][names[0]]["per_kind"]:
+            cells = []
+            for n in names:
+                m = result["methods"][n]["per_kind"][k]
+                cells.append(f"{_fmt(m['spearman'])} / {_fmt(m.get('auroc_good_vs_poor'))} / {_fmt(m['voxel_auroc'])}")
+            lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    else:
+        lines += [f"voxel AUROC {result['voxel_auroc']:.3f} (foreground {result['voxel_auroc_foreground']:.3f}); "
+                  f"failing labels {result['failing_labels']} rank {result['failing_labels_top_ranked']}", "",
+                  "| rank | label | Dice | mean anomaly | error fraction |", "|---|---|---|---|---|"]
+        for r in result["label_ranking"]:
+            lines.append(f"| {r['rank']} | {r['label']} | {r['dice']:.3f} | {r['mean_anomaly']:.3f} | "
+                         f"{r['error_fraction']:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _pyplot():

@@ -1,6 +1,6 @@
-"""Seeded, realistic corruptions of segmentation label maps with known Dice / IoU and error mask.
+"""Seeded, realistic corruptions of segmentation label maps (2-D masks, 3-D label volumes).
 
-Segmentation quality control (issue 6) needs imperfect predictions whose quality is known exactly.
+Segmentation quality control needs imperfect predictions whose quality is known exactly.
 This module damages ground-truth label maps (2-D masks or 3-D label volumes; every operation is
 rank-generic) with a documented family of realistic errors at a ``severity`` in ``[0, 1]`` and
 measures each result against its ground truth.
@@ -48,55 +48,22 @@ Pixels whose ground truth is ``ignore_index`` keep that label in the prediction 
 errors; no other pixel is ever given ``ignore_index``. A kind that finds nothing to act on (for
 example ``class_swap`` on a one-class map) returns the map unchanged.
 
-Scores (:func:`dice_iou`): per class ``c``, over the pixels whose ground truth is not
-``ignore_index``, ``dice_c = 2 |G_c & P_c| / (|G_c| + |P_c|)`` and
-``iou_c = |G_c & P_c| / |G_c | P_c|``. The mean Dice / IoU averages over the classes present in
-the ground truth or in the prediction on those pixels (``ignore_index`` excluded; a class absent
-from both is skipped, so it neither helps nor hurts).
-
-:func:`make_cases` builds an evaluation set: every (map, kind, severity) case draws from its own
-``numpy.random.SeedSequence([seed, map_index, kind_code, round(severity * 1e6)])`` (kind codes:
-clean 0, then 1..7 in :data:`CORRUPTIONS` order, fixed), so a case is the same whatever other
-cases are requested and in whatever order.
-
-Measured on the 101 CamVid val maps (``ignore_index=11``, ``labels=11``, seed 0,
-:data:`DEFAULT_SEVERITIES`; 101 clean + 3535 corrupted cases), cases per mean-Dice bin::
-
-    kind              <0.5  0.5-0.7  0.7-0.8  0.8-0.9  0.9-0.95  >=0.95   mean
-    clean                0        0        0        0         0     101  1.000
-    erosion              0      104      114      115        62     110  0.821
-    dilation             5      137       81       96        73     113  0.810
-    class_swap          10      105      114      140       101      35  0.797
-    missing_object      28      133       90      101        74      79  0.777
-    spurious_object      0       46       66      123        89     181  0.880
-    blob_noise           0      126      157      130        82      10  0.786
-    shift                0       38      103      104        66     194  0.874
-    all                 43      689      725      809       547     823  0.826
-
-i.e. 1370 good (Dice >= 0.9), 1534 in between and 732 poor (< 0.7). Mean Dice per severity
-(0.1 / 0.25 / 0.45 / 0.7 / 1.0) over all kinds: 0.964 / 0.909 / 0.839 / 0.745 / 0.646.
+Evaluation sets built from these are in :mod:`gnsm.evaluation.segmentation.cases`, their Dice / IoU
+in :mod:`gnsm.evaluation.segmentation.overlap`.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from numbers import Integral, Real
-from typing import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from numbers import Real
+from typing import Iterable, Sequence
 
 import numpy as np
 from scipy import ndimage
 
-__all__ = [
-    "CORRUPTIONS",
-    "DEFAULT_SEVERITIES",
-    "CorruptedCase",
-    "corrupt",
-    "dice_histogram",
-    "dice_iou",
-    "error_mask",
-    "iter_cases",
-    "make_cases",
-]
+from .overlap import check_ignore_index, check_label_map
+
+__all__ = ["CORRUPTIONS", "DEFAULT_SEVERITIES", "KIND_CODES", "check_kind", "check_severity", "corrupt"]
 
 CORRUPTIONS: tuple[str, ...] = (
     "erosion",
@@ -109,7 +76,7 @@ CORRUPTIONS: tuple[str, ...] = (
 )
 
 # Stable codes that enter the per-case seed; never renumber (append new kinds).
-_KIND_CODE: dict[str, int] = {"clean": 0, "erosion": 1, "dilation": 2, "class_swap": 3,
+KIND_CODES: dict[str, int] = {"clean": 0, "erosion": 1, "dilation": 2, "class_swap": 3,
                               "missing_object": 4, "spurious_object": 5, "blob_noise": 6, "shift": 7}
 
 DEFAULT_SEVERITIES: tuple[float, ...] = (0.1, 0.25, 0.45, 0.7, 1.0)
@@ -128,38 +95,21 @@ _SHIFT_D = 0.07          # shift distance at s = 1, fraction of L
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_mask(mask, name: str = "mask") -> np.ndarray:
-    if not isinstance(mask, np.ndarray):
-        raise ValueError(f"{name}: expected a numpy array of integer labels, got {type(mask).__name__}")
-    if mask.dtype != np.bool_ and not np.issubdtype(mask.dtype, np.integer):
-        raise ValueError(f"{name}: expected integer labels, got dtype {mask.dtype} "
-                         "(round or argmax soft predictions first)")
-    if mask.ndim < 1 or mask.size == 0:
-        raise ValueError(f"{name}: expected a non-empty array with at least one axis, got shape {mask.shape}")
-    return mask
-
-
-def _check_kind(kind) -> str:
+def check_kind(kind) -> str:
+    """``kind`` when it is one of :data:`CORRUPTIONS`; else a ValueError naming it."""
     if kind not in CORRUPTIONS:
         raise ValueError(f"kind: unknown corruption {kind!r}; expected one of {', '.join(CORRUPTIONS)}")
     return kind
 
 
-def _check_severity(severity) -> float:
+def check_severity(severity) -> float:
+    """``severity`` as a float in ``[0, 1]``; else a ValueError naming it."""
     if isinstance(severity, (bool, np.bool_)) or not isinstance(severity, Real):
         raise ValueError(f"severity: expected a number in [0, 1], got {severity!r}")
     s = float(severity)
     if not 0.0 <= s <= 1.0:  # also rejects nan
         raise ValueError(f"severity: expected a number in [0, 1], got {severity!r}")
     return s
-
-
-def _check_ignore(ignore_index):
-    if ignore_index is None:
-        return None
-    if isinstance(ignore_index, (bool, np.bool_)) or not isinstance(ignore_index, Integral):
-        raise ValueError(f"ignore_index: expected an integer or None, got {ignore_index!r}")
-    return int(ignore_index)
 
 
 def _sampling(spacing, ndim: int) -> np.ndarray:
@@ -575,10 +525,10 @@ def corrupt(mask: np.ndarray, kind: str, severity: float, rng=None, ignore_index
         ValueError: unknown ``kind``, ``severity`` outside ``[0, 1]``, non-integer or empty
             ``mask``, bad ``spacing`` or ``ignore_index``.
     """
-    mask = _check_mask(mask)
-    kind = _check_kind(kind)
-    s = _check_severity(severity)
-    ignore = _check_ignore(ignore_index)
+    mask = check_label_map(mask)
+    kind = check_kind(kind)
+    s = check_severity(severity)
+    ignore = check_ignore_index(ignore_index)
     sampling = _sampling(spacing, mask.ndim)
     if s == 0.0:
         return mask.copy()
@@ -604,201 +554,3 @@ def corrupt(mask: np.ndarray, kind: str, severity: float, rng=None, ignore_index
     if mask.dtype == np.bool_:
         return out.astype(np.bool_)
     return out.astype(mask.dtype, copy=False)
-
-
-def error_mask(gt: np.ndarray, pred: np.ndarray, ignore_index: int | None = None) -> np.ndarray:
-    """Bool map of the wrong pixels: ``pred != gt`` where ``gt`` is not ``ignore_index``."""
-    gt, pred = _check_pair(gt, pred)
-    ignore = _check_ignore(ignore_index)
-    err = gt != pred
-    if ignore is not None:
-        err &= gt != ignore
-    return err
-
-
-def _check_pair(gt, pred):
-    gt = _check_mask(gt, "gt")
-    pred = _check_mask(pred, "pred")
-    if gt.shape != pred.shape:
-        raise ValueError(f"pred: shape {pred.shape} differs from gt shape {gt.shape}")
-    return gt, pred
-
-
-def dice_iou(gt: np.ndarray, pred: np.ndarray, labels: int | Iterable[int] | None = None,
-             ignore_index: int | None = None) -> tuple[float, float, dict[int, tuple[float, float]]]:
-    """Mean Dice, mean IoU and per-class ``{label: (dice, iou)}`` of ``pred`` against ``gt``.
-
-    Only pixels whose ground truth is not ``ignore_index`` count (a prediction of ``ignore_index``
-    there is simply wrong). The means average over the classes present in ``gt`` or ``pred`` on
-    those pixels, ``ignore_index`` excluded; a class absent from both is skipped. The per-class
-    dict holds exactly the averaged classes. With no valid pixel at all the means are ``nan``.
-
-    Args:
-        labels: the label set, as a number of classes ``K`` (labels ``0..K-1``) or a sequence of
-            labels; a ground-truth or predicted value outside it (other than ``ignore_index``)
-            raises ``ValueError``. ``None``: whatever labels occur.
-    """
-    gt, pred = _check_pair(gt, pred)
-    ignore = _check_ignore(ignore_index)
-    if gt.dtype == np.bool_:
-        gt = gt.view(np.uint8)
-    if pred.dtype == np.bool_:
-        pred = pred.view(np.uint8)
-    if ignore is not None:
-        valid = gt != ignore
-        g, p = gt[valid], pred[valid]
-    else:
-        g, p = gt.ravel(), pred.ravel()
-    if labels is None:
-        classes = np.union1d(_distinct(g), _distinct(p))
-    else:
-        if isinstance(labels, Integral) and not isinstance(labels, (bool, np.bool_)):
-            if int(labels) < 1:
-                raise ValueError(f"labels: expected a positive number of classes, got {labels}")
-            classes = np.arange(int(labels), dtype=np.int64)
-        else:
-            classes = np.unique(np.asarray(list(labels), dtype=np.int64))
-    if ignore is not None:
-        classes = classes[classes != ignore]
-    k = classes.size
-    gi = _lookup(g, classes, "gt", ignore=None)
-    pi = _lookup(p, classes, "pred", ignore=ignore)
-    if k == 0 or g.size == 0:
-        return float("nan"), float("nan"), {}
-    gcount = np.bincount(gi, minlength=k + 1)[:k]
-    pcount = np.bincount(pi, minlength=k + 1)[:k]       # id k = predicted ignore_index
-    inter = np.bincount(gi[gi == pi], minlength=k + 1)[:k]
-    union = gcount + pcount - inter
-    used = (gcount + pcount) > 0
-    dice = 2.0 * inter[used] / (gcount[used] + pcount[used])
-    iou = inter[used] / union[used]
-    per = {int(c): (float(d), float(j)) for c, d, j in zip(classes[used], dice, iou)}
-    return float(dice.mean()), float(iou.mean()), per
-
-
-def _distinct(values: np.ndarray) -> np.ndarray:
-    if values.size and int(values.min()) >= 0 and int(values.max()) < 1 << 16:
-        return np.flatnonzero(np.bincount(values.ravel())).astype(np.int64)
-    return np.unique(values).astype(np.int64)
-
-
-def _lookup(values: np.ndarray, classes: np.ndarray, name: str, ignore) -> np.ndarray:
-    """Index of each value in ``classes``; ``ignore`` maps to ``len(classes)``; others raise."""
-    k = classes.size
-    if values.size and int(values.min()) >= 0 and int(values.max()) < 1 << 16:
-        top = int(values.max()) + 1
-        lut = np.full(top, -1, dtype=np.int64)
-        inside = classes[(classes >= 0) & (classes < top)]
-        lut[inside] = np.searchsorted(classes, inside)
-        if ignore is not None and 0 <= ignore < top:
-            lut[ignore] = k
-        pos = lut[values]
-        ok = pos >= 0
-    else:
-        pos = np.searchsorted(classes, values)
-        ok = pos < k
-        ok[ok] = classes[pos[ok]] == values[ok]
-        if ignore is not None:
-            is_ign = values == ignore
-            pos[is_ign] = k
-            ok |= is_ign
-    if not ok.all():
-        bad = np.unique(values[~ok])[:10]
-        raise ValueError(f"{name}: label value(s) {bad.tolist()} not in labels {classes.tolist()}")
-    return pos
-
-
-@dataclass
-class CorruptedCase:
-    """One prediction built from ground-truth map ``index``; ``error`` is computed on access."""
-
-    index: int
-    kind: str
-    severity: float
-    pred: np.ndarray = field(repr=False)
-    dice: float
-    iou: float
-    per_class: dict[int, tuple[float, float]] = field(repr=False)
-    n_errors: int
-    gt: np.ndarray = field(repr=False)
-    ignore_index: int | None = None
-    seed_entropy: tuple[int, ...] = ()
-
-    @property
-    def error(self) -> np.ndarray:
-        """Bool error mask (``pred != gt`` outside ``ignore_index``), the same shape as ``gt``."""
-        return error_mask(self.gt, self.pred, self.ignore_index)
-
-
-def _case_entropy(seed: int, index: int, kind: str, severity: float) -> tuple[int, ...]:
-    return (int(seed), int(index), _KIND_CODE[kind], int(round(severity * 1_000_000)))
-
-
-def iter_cases(masks: Sequence[np.ndarray], seed: int, kinds: Iterable[str] = CORRUPTIONS,
-               severities: Iterable[float] = DEFAULT_SEVERITIES, ignore_index: int | None = None,
-               include_clean: bool = True, *, indices: Iterable[int] | None = None,
-               labels: int | Iterable[int] | None = None, spacing: Sequence[float] | None = None,
-               classes: Iterable[int] | None = None) -> Iterator[CorruptedCase]:
-    """Generator form of :func:`make_cases` (one prediction in memory at a time)."""
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, Integral) or int(seed) < 0:
-        raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
-    kinds = tuple(kinds)
-    for k in kinds:
-        _check_kind(k)
-    sev = tuple(_check_severity(s) for s in severities)
-    ignore = _check_ignore(ignore_index)
-    classes = None if classes is None else tuple(int(c) for c in classes)
-    idx = range(len(masks)) if indices is None else [int(i) for i in indices]
-    for i in idx:
-        if not 0 <= i < len(masks):
-            raise ValueError(f"indices: {i} is out of range for {len(masks)} masks")
-        gt = _check_mask(np.asarray(masks[i]) if not isinstance(masks[i], np.ndarray) else masks[i],
-                         f"masks[{i}]")
-        todo = [("clean", 0.0)] if include_clean else []
-        todo += [(k, s) for k in kinds for s in sev]
-        for kind, s in todo:
-            ent = _case_entropy(seed, i, kind, s)
-            if kind == "clean":
-                pred = gt.copy()
-            else:
-                rng = np.random.default_rng(np.random.SeedSequence(list(ent)))
-                pred = corrupt(gt, kind, s, rng, ignore, spacing=spacing, classes=classes)
-            d, j, per = dice_iou(gt, pred, labels, ignore)
-            n_err = int(error_mask(gt, pred, ignore).sum())
-            yield CorruptedCase(index=i, kind=kind, severity=s, pred=pred, dice=d, iou=j,
-                                per_class=per, n_errors=n_err, gt=gt, ignore_index=ignore,
-                                seed_entropy=ent)
-
-
-def make_cases(masks: Sequence[np.ndarray], seed: int, kinds: Iterable[str] = CORRUPTIONS,
-               severities: Iterable[float] = DEFAULT_SEVERITIES, ignore_index: int | None = None,
-               include_clean: bool = True, *, indices: Iterable[int] | None = None,
-               labels: int | Iterable[int] | None = None, spacing: Sequence[float] | None = None,
-               classes: Iterable[int] | None = None) -> list[CorruptedCase]:
-    """Corrupted predictions with known Dice / IoU / error mask for each ground-truth map.
-
-    For each map in ``indices`` (default: all), in order: a ``"clean"`` case (severity 0, the
-    ground truth itself) if ``include_clean``, then every ``kind`` x ``severity``. Each case is
-    seeded by ``SeedSequence([seed, index, kind_code, round(severity * 1e6)])`` (kind codes are
-    fixed: clean 0, then 1.. in :data:`CORRUPTIONS` order), so it does not depend on which other
-    cases are requested or their order. ``labels`` and ``ignore_index`` go to :func:`dice_iou`;
-    ``spacing`` and ``classes`` to :func:`corrupt`. ``case.gt`` is the input map itself (not a copy).
-    """
-    return list(iter_cases(masks, seed, kinds, severities, ignore_index, include_clean,
-                           indices=indices, labels=labels, spacing=spacing, classes=classes))
-
-
-def dice_histogram(cases: Iterable[CorruptedCase],
-                   edges: Sequence[float] = (0.0, 0.5, 0.7, 0.8, 0.9, 0.95, 1.0)) -> dict[str, list[int]]:
-    """Counts of cases per mean-Dice bin, per kind and ``"all"``; the last bin includes 1.0."""
-    edges = np.asarray(edges, dtype=np.float64)
-    out: dict[str, list[int]] = {}
-    allv: list[float] = []
-    by: dict[str, list[float]] = {}
-    for c in cases:
-        by.setdefault(c.kind, []).append(c.dice)
-        allv.append(c.dice)
-    for k, v in [*by.items(), ("all", allv)]:
-        b = np.clip(np.searchsorted(edges, np.asarray(v), side="right") - 1, 0, len(edges) - 2)
-        out[k] = np.bincount(b, minlength=len(edges) - 1).tolist()
-    return out

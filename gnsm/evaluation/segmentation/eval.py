@@ -2,7 +2,7 @@
 
 CamVid (:func:`evaluate_camvid`): a :class:`~gnsm.detectors.SegmentationQC` is trained on the 367
 train label maps; the 101 val maps are turned into imperfect predictions with the seeded error
-family of :mod:`gnsm.evaluation.seg_corruptions` (plus the clean maps), each with a known mean
+family of :mod:`gnsm.evaluation.segmentation.corruptions` (plus the clean maps), each with a known mean
 Dice and error mask. Reported: Spearman rho between the case score and the mean Dice, the AUROC of
 separating good (Dice >= 0.9) from poor (Dice < 0.7) cases, and the voxel-level AUROC of the anomaly
 map against the error mask (pooled over all corrupted cases, void pixels excluded; and the mean over
@@ -11,7 +11,7 @@ cases). The same metrics for a simple, strong baseline that needs no network:
 -log p(label at this pixel), case score = its mean).
 
 Spine (:func:`evaluate_spine`): trained on augmented copies of the one reference volume
-(:func:`gnsm.evaluation.seg_data.augment_volume`), the real model prediction is scored; reported are
+(:func:`gnsm.datasets.augment_volume`), the real model prediction is scored; reported are
 the voxel-level AUROC of its anomaly map against ``pred != ref``, the per-label Dice and mean
 anomaly value of each predicted label's region, ranked, and the case scores of the prediction and
 of held-out augmented references.
@@ -24,10 +24,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from ..data.masks import MaskCase
+from ...data import MaskCase
+from ...datasets import CAMVID_VOID, augment_volume, load_camvid, load_spine
+from .cases import make_cases
+from .corruptions import CORRUPTIONS
+from .overlap import dice_iou
 
 if TYPE_CHECKING:
-    from .seg_corruptions import CorruptedCase
+    from .cases import CorruptedCase
 
 __all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "summarize_cases", "evaluate_camvid",
            "evaluate_spine"]
@@ -42,14 +46,14 @@ class PositionalFrequency:
         self.alpha = float(alpha)
 
     def fit(self, maps: np.ndarray) -> "PositionalFrequency":
-        from ..detectors.segmentation import fit_positional_prior
+        from ...detectors.segmentation import fit_positional_prior  # lazy: the detectors load torch models
         maps = np.asarray(maps)
         cases = [MaskCase(labels=m) for m in maps]
         self.log_p_ = fit_positional_prior(cases, self.num_classes, self.alpha)
         return self
 
     def anomaly_map(self, pred: np.ndarray) -> np.ndarray:
-        from ..detectors.segmentation import positional_nll
+        from ...detectors.segmentation import positional_nll
         if pred.shape != self.log_p_.shape[1:]:
             raise ValueError(f"pred: expected shape {self.log_p_.shape[1:]}, got {pred.shape}")
         return positional_nll(self.log_p_, MaskCase(labels=pred))
@@ -93,7 +97,7 @@ def case_metrics(scores: np.ndarray, dice: np.ndarray, good: float = 0.9, poor: 
 
 def summarize_cases(scores: np.ndarray, dice: np.ndarray, maps: Sequence[np.ndarray],
                     cases: Sequence[CorruptedCase], valid: Sequence[np.ndarray]) -> dict[str, Any]:
-    """One method's metrics on corrupted cases (:func:`gnsm.evaluation.seg_corruptions.make_cases`).
+    """One method's metrics on corrupted cases (:func:`gnsm.evaluation.segmentation.make_cases`).
 
     ``scores`` / ``dice``: per-case score and mean Dice, (n,); ``maps``: the anomaly maps; ``valid``: the
     voxels that count (e.g. not void). Returns :func:`case_metrics` over all cases, ``voxel_auroc`` of
@@ -120,7 +124,7 @@ def _fit_or_load(params: dict, train: Any, model_dir: str | None, **fit_kw):
     """A fitted SegmentationQC: loaded from ``model_dir`` when it holds one, else fitted (and saved there)."""
     from pathlib import Path
 
-    from ..detectors import SegmentationQC
+    from ...detectors import SegmentationQC
     if model_dir is not None and (Path(model_dir) / "meta.json").is_file():
         return SegmentationQC.load(model_dir, device=params.get("device", "auto")), 0.0
     det = SegmentationQC(**params)
@@ -144,9 +148,6 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     mode without (False) and / or with (True) ``SegmentationQC(positional_prior=True)``. ``model_dir``: load the
     detector from there when present, else save it there after fitting.
     """
-    from .seg_corruptions import CORRUPTIONS, make_cases
-    from .seg_data import CAMVID_VOID, load_camvid
-
     train, _ = load_camvid("train", downsample, data_dir)
     val, val_names = load_camvid("val", downsample, data_dir)
     K = CAMVID_VOID + 1
@@ -194,9 +195,6 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
                    detector_params: dict | None = None, model_dir: str | None = None, data_dir: str | None = None,
                    keep_maps: bool = True, verbose: bool = False) -> dict[str, Any]:
     """Train on augmented references, score the real prediction; per-label ranking and voxel AUROC."""
-    from .seg_corruptions import dice_iou
-    from .seg_data import augment_volume, load_spine
-
     data = load_spine(downsample, data_dir)
     ref, pred, labels = data["ref"], data["pred"], data["labels"]
     K = len(labels)
