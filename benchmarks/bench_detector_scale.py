@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from gnsm.detectors.tabular import GNSMDetector
-    from gnsm.evaluation.baselines import make_detector
+    from gnsm.evaluation import make_detector
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)

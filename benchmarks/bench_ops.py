@@ -2,7 +2,7 @@
 side by side in one run: (a) relax alone, (b) relax + loss forward + backward (the network is
 excluded: its output is a leaf tensor), (c) score norms at 20 temperatures.
 
-    python benchmarks/bench_ops.py                      # CPU shapes on CPU, DESIGN 5 shapes on a GPU
+    python benchmarks/bench_ops.py                      # CPU shapes on CPU, the large volume shapes (GPU_CASES) on a GPU
     python benchmarks/bench_ops.py --out results.json --no-compile
 
 Prints a markdown table and writes JSON (times in ms, ratios, achieved bandwidth on GPU).

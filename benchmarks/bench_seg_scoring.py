@@ -12,7 +12,6 @@ Prints a markdown table and writes JSON (ms, voxels/s, peak CUDA memory).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     from sklearn.metrics import roc_auc_score
 
     from gnsm.datasets import load_dataset
-    from gnsm.evaluation.protocol import split_inliers
+    from gnsm.evaluation import split_inliers
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44, 45, 46])

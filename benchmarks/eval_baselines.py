@@ -22,8 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from gnsm.evaluation import SEEDS, evaluate, markdown_report  # noqa: E402
-from gnsm.evaluation.baselines import PYOD_BASELINES  # noqa: E402
+from gnsm.evaluation import PYOD_BASELINES, SEEDS, evaluate, markdown_report  # noqa: E402
 
 DEV_SETS = ["cars", "mushrooms", "mushrooms_rare", "solar", "cmc", "chess", "adult"]
 

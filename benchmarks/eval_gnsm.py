@@ -25,9 +25,7 @@ PAPER = {"solar": {"gnsm": 82.48, "ecod": 86.60}, "cmc": {"gnsm": 54.89, "ecod":
 
 
 def main(argv: list[str] | None = None) -> int:
-    from gnsm.evaluation import evaluate, markdown_report, write_json
-    from gnsm.evaluation import gnsm_entry  # noqa: F401  (registers gnsm, gnsm-paper)
-    from gnsm.evaluation.baselines import PYOD_BASELINES
+    from gnsm.evaluation import PYOD_BASELINES, evaluate, markdown_report, write_json
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=list(DATASETS))

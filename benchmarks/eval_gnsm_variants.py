@@ -41,7 +41,7 @@ class Ensemble:
 
 def _single(**params):
     """The registry's GNSM factory (``make_gnsm(seed, **params)``) with ``params`` bound."""
-    from gnsm.evaluation.gnsm_entry import make_gnsm
+    from gnsm.evaluation import make_gnsm
     return functools.partial(make_gnsm, **params)
 
 
@@ -59,7 +59,7 @@ VARIANTS = {
 
 def main(argv: list[str] | None = None) -> int:
     from gnsm.evaluation import evaluate
-    from gnsm.evaluation.baselines import register_detector
+    from gnsm.evaluation import register_detector
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--datasets", nargs="+", default=["solar", "cmc", "chess", "cars"])

@@ -1,4 +1,4 @@
-"""Unified multi-class evaluation of HGAD on scikit-learn's digits (issue 7).
+"""Unified multi-class evaluation of HGAD on scikit-learn's digits.
 
 For each digit d: train one model on the train part of the other nine digits, score their test
 part plus the test part of d (the anomalies); 10 splits, AUROC each (``gnsm.evaluation.unified``).
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     threadpool_limits(args.threads)
     from sklearn.datasets import load_digits
 
-    from gnsm.evaluation.report import write_json
+    from gnsm.evaluation import write_json
     from gnsm.evaluation.unified import (evaluate_unified, leave_one_class_out_splits, stratified_train_test,
                                          unified_markdown_table)
 

@@ -1,9 +1,9 @@
-"""Unified multi-class evaluation of HGAD and GNSM on the shared/data tables with several normal classes (issue 7).
+"""Unified multi-class evaluation of HGAD and GNSM on the registered tables with several normal classes.
 
 The digits protocol of ``gnsm.evaluation.unified`` on categorical tables: each class of the table's
 label is split 70/30 (stratified, seeded); for each class d one model is trained on the train part
 of the other classes and scores their test part plus the test part of d (the anomalies). Tables
-(``gnsm.evaluation.unified.CLASS_TABLES``): cars (label ``class``, 4 classes) and cmc (label
+(``gnsm.datasets.CLASS_TABLES``): cars (label ``class``, 4 classes) and cmc (label
 ``Contraceptive_method_used``, 3 classes; the anomaly-detection label ``class_numberofchildren``
 is dropped). solar, chess, mushrooms and adult do not qualify (binary labels).
 
@@ -125,9 +125,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from eval_hgad_digits import hgad_config
 
-    from gnsm.evaluation.report import write_json
-    from gnsm.evaluation.unified import (CLASS_TABLES, evaluate_unified_seeds, load_class_table, onehot_encoder,
-                                         seeds_markdown_table, table_splits)
+    from gnsm.evaluation import write_json
+    from gnsm.datasets import CLASS_TABLES, load_class_table
+    from gnsm.evaluation.unified import evaluate_unified_seeds, onehot_encoder, seeds_markdown_table, table_splits
 
     hgad_cfg = hgad_config({**TABLE_FLOW, **{k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set)}})
     gnsm_cfg = {"random_state": 0, "device": "auto", "head_options": dict(TABLE_FLOW),

@@ -16,9 +16,8 @@ import time
 import numpy as np
 
 from gnsm.detectors import SegmentationQC
-from gnsm.evaluation.seg_corruptions import CORRUPTIONS, make_cases
-from gnsm.evaluation.seg_data import CAMVID_VOID, load_camvid
-from gnsm.evaluation.seg_eval import summarize_cases
+from gnsm.datasets import CAMVID_VOID, load_camvid
+from gnsm.evaluation.segmentation import CORRUPTIONS, make_cases, summarize_cases
 
 
 def main() -> None:

@@ -137,12 +137,12 @@ def check_output_file(path: str, flag: str = "--output") -> None:
     from ..datasets import table_kind
 
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise CLIError(f"{flag}: {p} is a folder; expected a file name")
     try:
         table_kind(p, flag, write=True)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    if p.is_dir():
-        raise CLIError(f"{flag}: {p} is a folder; expected a file name")
     _check_creatable(p.parent, flag, "folder for the output file")
 
 

@@ -13,12 +13,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .common import (CLIError, add_quiet, check_device, check_model_dir, check_out_dir, check_output_file,
-                     is_main_process, positive_int, save_table, say)
+from .common import (CLIError, LazyChoices, add_quiet, check_device, check_model_dir, check_out_dir,
+                     check_output_file, is_main_process, positive_int, save_table, say)
 
 __all__ = ["add_seg_commands", "cmd_evaluate_seg", "cmd_fit_seg", "cmd_report_seg", "cmd_score_seg"]
 
 _MASK_SUFFIXES = (".png", ".npy", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
+_SCORINGS = LazyChoices("gnsm.detectors", "SCORINGS")
 
 
 def _mask_files(paths: list[str]) -> list[Path]:
@@ -168,7 +169,7 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("masks", nargs="+", help="mask files or folders (.png, .npy, .nii, .nii.gz)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: max label + 1)")
-    p.add_argument("--scoring", choices=["denoise", "paper"], default="denoise")
+    p.add_argument("--scoring", choices=_SCORINGS, default="denoise")
     p.add_argument("--positional-prior", action="store_true",
                    help="add the per-position label-frequency channel (aligned data)")
     _add_training_args(p, steps=2000)
@@ -192,7 +193,7 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--downsample", type=positive_int, default=None,
                    help="factor (default: 6 camvid, 4 spine in-plane)")
     _add_training_args(p, steps=None)
-    p.add_argument("--scoring", choices=["denoise", "paper"], nargs="+", default=["denoise"],
+    p.add_argument("--scoring", choices=_SCORINGS, nargs="+", default=["denoise"],
                    help="scoring modes to compare with one trained network (camvid)")
     p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
                    help="score without / with the per-position label-frequency channel; both: side by side "

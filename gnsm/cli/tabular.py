@@ -17,7 +17,6 @@ from .common import (CLIError, LazyChoices, add_quiet, check_columns, check_devi
 __all__ = ["add_tabular_commands", "cmd_demo", "cmd_evaluate", "cmd_explain", "cmd_fit", "cmd_info",
            "cmd_score", "DEFAULT_EVAL_DETECTORS"]
 
-_DETECTOR_MODULE = "gnsm.detectors.tabular"
 DEFAULT_EVAL_DETECTORS = ("gnsm", "gnsm-paper", "frequency", "ecod", "iforest")
 
 
@@ -177,8 +176,10 @@ def _plot_profiles(det: Any, X: Any, y: Any, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    prof = det.score_norm_profiles(X)
-    taus = det._schedule().taus().numpy()
+    from ..core import Schedule
+
+    prof = det.score_norm_profiles(X)  # (n, N): all N temperatures of the detector's schedule
+    taus = Schedule(n=det.n_temperatures, tau_max=det.tau_max, tau_min=det.tau_min).taus().numpy()
     fig, ax = plt.subplots(figsize=(6.5, 4.2), dpi=120)
     for label, color, name in ((0, "tab:blue", "normal"), (1, "tab:red", "anomalous")):
         P = prof[np.asarray(y) == label]
@@ -215,8 +216,8 @@ def add_tabular_commands(sub: Any) -> None:
     p.add_argument("--categorical", nargs="+", default=None, help="columns to treat as categorical")
     p.add_argument("--numerical", nargs="+", default=None, help="columns to treat as numerical")
     p.add_argument("--contamination", type=float, default=0.1, help="expected anomaly fraction (threshold)")
-    p.add_argument("--scoring", choices=LazyChoices(_DETECTOR_MODULE, "SCORINGS"), default="denoise")
-    p.add_argument("--head", choices=LazyChoices(_DETECTOR_MODULE, "HEADS"), default=None,
+    p.add_argument("--scoring", choices=LazyChoices("gnsm.detectors", "SCORINGS"), default="denoise")
+    p.add_argument("--head", choices=LazyChoices("gnsm.detectors", "HEADS"), default=None,
                    help="density head (default: loss for denoise, gmm for paper)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: auto)")
     p.add_argument("--seed", type=int, default=0)

@@ -24,6 +24,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from ..core import MAX_FIELD_SIZE
 from .volumes import open_label_volume
 
 __all__ = ["MaskCase", "as_cases", "as_cond"]
@@ -88,18 +89,21 @@ def _check_labels(arr: np.ndarray, num_classes: int | None, where: str) -> np.nd
                              "(soft probabilities need a class axis: shape (K, *spatial))")
     elif arr.dtype.kind not in "iu":
         raise ValueError(f"{where}: expected integer labels or float probabilities, got dtype {arr.dtype}")
-    labels = arr.astype(np.int64, copy=False)
-    low = int(labels.min())
+    # Range checks in the stored dtype: a cast first would wrap 2**63 + 5 or 1e30 to a negative int64.
+    low = arr.min()
     if low < 0:
-        pos = tuple(int(i) for i in np.argwhere(labels < 0)[0])
-        raise ValueError(f"{where}: negative label {low} at index {pos}")
-    if num_classes is not None:
-        high = int(labels.max())
-        if high >= num_classes:
-            pos = tuple(int(i) for i in np.argwhere(labels >= num_classes)[0])
-            raise ValueError(f"{where}: label {high} at index {pos} is outside [0, {num_classes}) "
-                             f"(the detector was trained with num_classes={num_classes})")
-    return labels
+        pos = tuple(int(i) for i in np.argwhere(arr < 0)[0])
+        raise ValueError(f"{where}: negative label {low.item()!r} at index {pos}")
+    high = arr.max()
+    if num_classes is not None and high >= num_classes:
+        pos = tuple(int(i) for i in np.argwhere(arr >= num_classes)[0])
+        raise ValueError(f"{where}: label {high.item()!r} at index {pos} is outside [0, {num_classes}) "
+                         f"(the detector was trained with num_classes={num_classes})")
+    if high >= MAX_FIELD_SIZE:
+        pos = tuple(int(i) for i in np.argwhere(arr >= MAX_FIELD_SIZE)[0])
+        raise ValueError(f"{where}: label {high.item()!r} at index {pos} exceeds the largest supported label "
+                         f"{MAX_FIELD_SIZE - 1} (at most {MAX_FIELD_SIZE} classes)")
+    return arr.astype(np.int64, copy=False)
 
 
 def _check_probs(arr: np.ndarray, num_classes: int | None, where: str) -> np.ndarray:

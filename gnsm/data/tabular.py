@@ -58,8 +58,12 @@ def one_hot(codes: np.ndarray, field_sizes: Sequence[int]) -> np.ndarray:
 
     Fields are laid side by side in column order, as PyOD-style detectors expect.
     """
-    layout = FieldLayout.from_sizes(field_sizes)
     codes = np.asarray(codes)
+    if len(field_sizes) == 0:  # an all-numerical table: no fields, no columns
+        if codes.ndim != 2 or codes.shape[1] != 0:
+            raise ValueError(f"codes: expected shape (n, 0), got {codes.shape}")
+        return np.zeros((codes.shape[0], 0), dtype=np.float32)
+    layout = FieldLayout.from_sizes(field_sizes)
     sizes = np.asarray(layout.sizes, dtype=np.int64)
     if codes.ndim != 2 or codes.shape[1] != len(sizes):
         raise ValueError(f"codes: expected shape (n, {len(sizes)}), got {codes.shape}")

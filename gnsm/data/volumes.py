@@ -13,47 +13,101 @@ Labels must lie in ``[0, num_classes)``; a patch holding a larger or negative la
 from __future__ import annotations
 
 import os
+import zlib
 from typing import Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..core import as_field_sizes
+
+
+# What a damaged file raises while it is decoded: PIL's UnidentifiedImageError is an OSError,
+# truncated image data raises OSError or SyntaxError, a cut gzip stream EOFError or zlib.error,
+# a bad .npy header ValueError; nibabel has its own exception classes (:func:`_nibabel_errors`).
+_READ_ERRORS = (OSError, EOFError, SyntaxError, ValueError, zlib.error)
+
+
+def _nibabel_errors() -> tuple[type[BaseException], ...]:
+    from nibabel.filebasedimages import ImageFileError
+    from nibabel.spatialimages import HeaderDataError, ImageDataError
+    from nibabel.wrapstruct import WrapStructError
+
+    return ImageFileError, HeaderDataError, ImageDataError, WrapStructError
+
+
+def _unreadable(path: str, exc: BaseException) -> ValueError:
+    return ValueError(f"{path}: cannot read the label file, it is damaged or not what its name says "
+                      f"({type(exc).__name__}: {exc})")
+
 
 def open_label_volume(source) -> np.ndarray:
-    """A lazily readable array for a label map: a numpy array, ``.npy`` (memory map), NIfTI or image file."""
+    """A lazily readable array for a label map: a numpy array, ``.npy`` (memory map), NIfTI or image file.
+
+    A missing file raises ``FileNotFoundError``; a damaged or truncated one a ``ValueError`` naming it
+    (for NIfTI, whose data is read lazily, possibly only when a slice is read).
+    """
     if isinstance(source, torch.Tensor):
         return source.cpu().numpy()
     if isinstance(source, np.ndarray):
         return source
     path = os.fspath(source)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such label file")
     lower = path.lower()
-    if lower.endswith(".npy"):
-        return np.load(path, mmap_mode="r")
-    if lower.endswith(".nii") or lower.endswith(".nii.gz"):
-        import nibabel
+    try:
+        if lower.endswith(".npy"):
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        if lower.endswith(".nii") or lower.endswith(".nii.gz"):
+            import nibabel
 
-        return _NiftiArray(nibabel.load(path))
-    if lower.endswith((".png", ".tif", ".tiff", ".bmp")):
-        from PIL import Image
+            try:
+                return _NiftiArray(nibabel.load(path), path)
+            except _nibabel_errors() as exc:
+                raise _unreadable(path, exc) from exc
+        if lower.endswith((".png", ".tif", ".tiff", ".bmp")):
+            from PIL import Image
 
-        with Image.open(path) as img:
-            if img.mode not in ("L", "I", "I;16", "P", "1"):
-                raise ValueError(f"{path}: expected a single-channel label image, got mode {img.mode!r}")
-            return np.asarray(img)
+            with Image.open(path) as img:
+                if img.mode not in ("L", "I", "I;16", "P", "1"):
+                    raise ValueError(f"{path}: expected a single-channel label image, got mode {img.mode!r}")
+                img.load()  # decode now: a truncated file fails here, not later
+                return np.asarray(img)
+    except _READ_ERRORS as exc:
+        if isinstance(exc, ValueError) and str(exc).startswith(f"{path}:"):
+            raise
+        raise _unreadable(path, exc) from exc
     raise ValueError(f"source: unsupported label file {path!r} (expected .npy, .nii, .nii.gz or .png)")
 
 
 class _NiftiArray:
     """Array-like view of a NIfTI image that reads only the requested slice (nibabel array proxy)."""
 
-    def __init__(self, img):
+    def __init__(self, img, path: str):
         self._proxy = img.dataobj
+        self._path = path
         self.shape = tuple(int(s) for s in img.shape)
         self.ndim = len(self.shape)
 
     def __getitem__(self, index):
-        return np.asarray(self._proxy[index])
+        try:
+            return np.asarray(self._proxy[index])
+        except _READ_ERRORS as exc:
+            raise _unreadable(self._path, exc) from exc
+
+
+def _patch_size(patch_size) -> tuple[int, ...]:
+    if isinstance(patch_size, (str, bytes)) or not hasattr(patch_size, "__len__") or len(patch_size) == 0:
+        raise TypeError(f"patch_size: expected a sequence of spatial sizes, got {patch_size!r}")
+    out = []
+    for p in patch_size:
+        if isinstance(p, (bool, np.bool_)) or not isinstance(p, (int, np.integer)):
+            raise TypeError(f"patch_size: expected integer sizes, got {patch_size!r}")
+        if p < 1:
+            raise ValueError(f"patch_size: every size must be >= 1, got {tuple(int(q) for q in patch_size)}")
+        out.append(int(p))
+    return tuple(out)
 
 
 class PatchDataset(Dataset):
@@ -76,9 +130,12 @@ class PatchDataset(Dataset):
                  pad_label: int = 0, flip_axes: Sequence[int] = ()):
         if len(volumes) == 0:
             raise ValueError("volumes: expected at least one label volume")
+        self.patch_size = _patch_size(patch_size)
+        sizes, single = as_field_sizes(num_classes, "num_classes")
+        if not single:
+            raise TypeError(f"num_classes: expected one int K, got {num_classes!r}")
+        self.num_classes = sizes[0]
         self.volumes = [open_label_volume(v) for v in volumes]
-        self.patch_size = tuple(int(p) for p in patch_size)
-        self.num_classes = int(num_classes)
         for i, v in enumerate(self.volumes):
             if v.ndim != len(self.patch_size):
                 raise ValueError(f"volumes[{i}]: expected {len(self.patch_size)} spatial dims (patch_size "
@@ -133,12 +190,12 @@ class PatchDataset(Dataset):
         if labels.dtype.kind not in "iub":
             if not np.all(np.mod(labels, 1) == 0):
                 raise ValueError(f"volumes[{v}]: expected integer labels, got non-integer values of dtype {labels.dtype}")
-        labels = labels.astype(np.int64)
-        bad = (labels < 0) | (labels >= self.num_classes)
+        bad = (labels < 0) | (labels >= self.num_classes)  # in the stored dtype: no wrap-around of huge values
         if bad.any():
             pos = tuple(int(s + i) for s, i in zip(starts, np.argwhere(bad)[0]))
             raise ValueError(f"volumes[{v}]: expected labels in [0, {self.num_classes}), found "
-                             f"{int(labels[bad][0])} at index {pos}")
+                             f"{labels[bad][0].item()!r} at index {pos}")
+        labels = labels.astype(np.int64)
         flips = [a for a in self.flip_axes if rng.random() < 0.5]
         if flips:
             labels = np.ascontiguousarray(np.flip(labels, axis=flips))

@@ -104,9 +104,9 @@ def write_table(frame: pd.DataFrame, path: str | PathLike, name: str = "path") -
             existing folder.
     """
     path = Path(path).expanduser()
-    kind = table_kind(path, name, write=True)
     if path.is_dir():
         raise ValueError(f"{name}: {path} is a folder; expected a file name")
+    kind = table_kind(path, name, write=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     if kind == "parquet":
         frame.to_parquet(path, index=False)

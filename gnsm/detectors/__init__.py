@@ -1,7 +1,40 @@
-"""gnsm detectors: the shared ``BaseDetector`` contract and the detectors built on it."""
-from .base import BaseDetector
-from .tabular import GNSMDetector
-from .hgad import HGADDetector
-from .segmentation import SegmentationQC, SegmentationResult
+"""gnsm detectors: the shared ``BaseDetector`` contract and the detectors built on it.
 
-__all__ = ["BaseDetector", "GNSMDetector", "HGADDetector", "SegmentationQC", "SegmentationResult"]
+``GNSMDetector`` (tables), ``SegmentationQC`` (masks and label volumes) and ``HGADDetector`` (feature
+vectors); ``ScoreModelDetector`` is the base of the two score-network detectors, ``heads`` the density
+heads, ``validation`` the input and parameter checks they share.
+"""
+from .base import META_FILE, WEIGHTS_FILE, BaseDetector, load_network, resolve_device, sub_state
+from .heads import HEAD_KINDS, DensityHead
+from .hgad import HGADDetector
+from .score_model import SCORINGS, ScoreModelDetector
+from .segmentation import SegmentationQC, SegmentationResult
+from .tabular import HEADS, GNSMDetector, check_storable_categories
+from .validation import (as_float_tensor, check_choice, check_float_param, check_int_param, check_labels,
+                         check_n_features, check_same_length)
+
+__all__ = [
+    "HEADS",
+    "HEAD_KINDS",
+    "META_FILE",
+    "SCORINGS",
+    "WEIGHTS_FILE",
+    "BaseDetector",
+    "DensityHead",
+    "GNSMDetector",
+    "HGADDetector",
+    "ScoreModelDetector",
+    "SegmentationQC",
+    "SegmentationResult",
+    "as_float_tensor",
+    "check_choice",
+    "check_float_param",
+    "check_int_param",
+    "check_labels",
+    "check_n_features",
+    "check_same_length",
+    "check_storable_categories",
+    "load_network",
+    "resolve_device",
+    "sub_state",
+]

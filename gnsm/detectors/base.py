@@ -1,18 +1,33 @@
 """``BaseDetector``: the contract shared by every gnsm detector.
 
 The public API follows PyOD and scikit-learn: ``__init__`` only stores its arguments (so
-``get_params``/``set_params``/``clone`` work), ``fit(X, y=None)`` sets ``decision_scores_``,
-``threshold_`` and ``labels_``, and ``decision_function``/``predict``/``predict_proba`` score new
-data. Checkpoints are a folder with ``weights.pt`` (a flat dict of tensors, read back with
+``get_params``/``set_params``/``clone`` work), ``fit(X, y=None, **fit_params)`` sets
+``decision_scores_``, ``threshold_`` and ``labels_``, and ``decision_function``/``predict``/
+``predict_proba`` score new data.
+
+Extra inputs go through keyword arguments, never through attributes set before a call:
+
+* fit parameters (``fit(X, y, **fit_params)``), e.g. validation data ``X_val`` or conditioning
+  images ``cond``, are the keyword-only parameters of the subclass's ``_fit``;
+* scoring parameters (``decision_function(X, **score_params)``, likewise ``predict`` and
+  ``predict_proba``), e.g. ``cond``, are the keyword-only parameters of the subclass's ``_score``.
+
+A name the detector does not take raises ``TypeError`` naming it and the accepted ones.
+
+Checkpoints are a folder with ``weights.pt`` (a flat dict of tensors, read back with
 ``torch.load(weights_only=True)`` so loading never runs pickled code) and ``meta.json`` (class,
-constructor parameters, fitted non-tensor state, gnsm version).
+constructor parameters, fitted non-tensor state, gnsm version). ``meta.json`` records the SHA-256
+of ``weights.pt`` and of its own content, so a changed or mismatched file is refused on load. The
+folder is written as a temporary sibling and renamed into place (``gnsm.core.atomic_replace_dir``):
+a failed or killed save leaves the model already in the folder intact. A load problem (missing,
+truncated or edited file) raises one ``ValueError`` naming the file and what is wrong.
 
 A subclass implements the hooks below; everything else is shared:
 
-``_fit(X, y) -> np.ndarray | None``
+``_fit(X, y, *, <fit params>) -> np.ndarray | None``
     Validate ``X``/``y`` and train. May return the training scores (shape ``(n,)``, higher = more
     anomalous) when it has them anyway; if it returns ``None`` the base calls ``_score(X)``.
-``_score(X) -> np.ndarray``
+``_score(X, *, <scoring params>) -> np.ndarray``
     Validate ``X`` and return float64 anomaly scores of shape ``(n,)``, higher = more anomalous.
     Called only on a fitted detector (the base checks first).
 ``_state_tensors() -> dict[str, torch.Tensor]``
@@ -29,11 +44,13 @@ A subclass implements the hooks below; everything else is shared:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
-import tempfile
+import pickle
+import zipfile
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -41,19 +58,49 @@ from scipy.special import erf
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-__all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE"]
+from ..core import atomic_replace_dir
+
+__all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE", "load_network", "resolve_device", "sub_state"]
 
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
 _BASE_PREFIX = "_base."
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: meta.json also records the SHA-256 of its own content
+_READABLE_FORMATS = (1, 2)  # 1: only the weights were covered by a checksum
+_META_KEYS = ("format", "class", "params", "threshold_", "state", "weights_sha256")
+_META_DIGEST = "meta_sha256"
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" -> CUDA when available, else CPU."""
-    if str(device) == "auto":
+def resolve_device(device: str | torch.device, name: str = "device") -> torch.device:
+    """The torch device a ``device`` parameter names: ``"auto"`` (CUDA when available, else CPU),
+    ``"cpu"``, ``"cuda"`` or ``"cuda:N"`` (or a ``torch.device`` of those).
+
+    Raises ``ValueError`` naming ``name`` for an unknown or unsupported device, and for CUDA when
+    no CUDA device (or not device N) is present.
+    """
+    if isinstance(device, str) and device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    if isinstance(device, torch.device):
+        dev = device
+    elif isinstance(device, str):
+        try:
+            dev = torch.device(device)
+        except RuntimeError:
+            raise ValueError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}") from None
+    else:
+        raise ValueError(f"{name}: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {type(device).__name__} "
+                         f"{device!r}")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"{name}: {device!r} asks for CUDA, but no CUDA device is available here; "
+                             "use 'cpu' or 'auto'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"{name}: {device!r} asks for CUDA device {dev.index}, but only "
+                             f"{torch.cuda.device_count()} are present")
+    elif dev.type != "cpu":
+        raise ValueError(f"{name}: device type {dev.type!r} is not supported; expected 'auto', 'cpu', "
+                         "'cuda' or 'cuda:N'")
+    return dev
 
 
 def sub_state(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
@@ -78,22 +125,64 @@ def _gnsm_version() -> str:
         return "unknown"
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    """Write through ``write(file)`` into a temp file next to ``path``, then ``os.replace`` it.
+def _meta_digest(meta: dict[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of ``meta`` without its own digest (key order and layout do not
+    matter; any change of a value, including the order of a stored list, does)."""
+    body = {k: v for k, v in meta.items() if k != _META_DIGEST}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
 
-    A crash mid-save leaves the previous file intact instead of a truncated one.
-    """
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+
+def _keyword_params(method: Callable[..., Any]) -> tuple[str, ...]:
+    """Names of the keyword-only parameters of ``method`` (the extra inputs a hook takes)."""
+    return tuple(p.name for p in inspect.signature(method).parameters.values() if p.kind is p.KEYWORD_ONLY)
+
+
+def _is_saved_model(folder: Path) -> bool:
+    return {p.name for p in folder.iterdir()} <= {META_FILE, WEIGHTS_FILE}
+
+
+def _read_meta(meta_path: Path) -> dict[str, Any]:
     try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        text = meta_path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{meta_path}: not UTF-8 text ({err.reason} at byte {err.start}); the file is "
+                         "corrupt") from None
+    try:
+        meta = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{meta_path}: not valid JSON ({err.msg} at line {err.lineno}, column {err.colno}); "
+                         "the file is truncated or corrupt") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{meta_path}: expected a JSON object, got a JSON {type(meta).__name__}")
+    missing = [k for k in _META_KEYS if k not in meta]
+    if missing:
+        raise ValueError(f"{meta_path}: missing key(s) {missing}; expected a file written by save()")
+    if meta["format"] not in _READABLE_FORMATS:
+        raise ValueError(f"{meta_path}: unsupported checkpoint format {meta['format']!r} "
+                         f"(this gnsm reads {list(_READABLE_FORMATS)})")
+    if meta["format"] >= 2 and meta.get(_META_DIGEST) != _meta_digest(meta):
+        raise ValueError(f"{meta_path}: content differs from its recorded checksum ({_META_DIGEST}); the file "
+                         "was edited or is corrupt")
+    for key, kind in (("class", str), ("params", dict), ("state", dict), ("weights_sha256", str)):
+        if not isinstance(meta[key], kind):
+            raise ValueError(f"{meta_path}: {key!r} must be a JSON {kind.__name__}, got "
+                             f"{type(meta[key]).__name__}")
+    if isinstance(meta["threshold_"], bool) or not isinstance(meta["threshold_"], (int, float)):
+        raise ValueError(f"{meta_path}: 'threshold_' must be a number, got {meta['threshold_']!r}")
+    return meta
+
+
+def _read_weights(weights_path: Path) -> dict[str, torch.Tensor]:
+    try:
+        tensors = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile) as err:
+        raise ValueError(f"{weights_path}: cannot be read as saved weights ({err})") from None
+    if not isinstance(tensors, dict) or not all(isinstance(v, torch.Tensor) for v in tensors.values()):
+        raise ValueError(f"{weights_path}: expected a dict of tensors")
+    if _BASE_PREFIX + "decision_scores_" not in tensors:
+        raise ValueError(f"{weights_path}: missing the training scores ({_BASE_PREFIX}decision_scores_)")
+    return tensors
 
 
 class BaseDetector(BaseEstimator):
@@ -136,29 +225,43 @@ class BaseDetector(BaseEstimator):
         raise NotImplementedError
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any = None) -> "BaseDetector":
-        """Fit on training data ``X`` (``y`` is detector-specific, e.g. normal-class labels)."""
+    @classmethod
+    def fit_param_names(cls) -> tuple[str, ...]:
+        """The extra keyword inputs ``fit`` takes (the keyword-only parameters of ``_fit``)."""
+        return _keyword_params(cls._fit)
+
+    @classmethod
+    def score_param_names(cls) -> tuple[str, ...]:
+        """The extra keyword inputs of ``decision_function`` / ``predict`` / ``predict_proba``."""
+        return _keyword_params(cls._score)
+
+    def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "BaseDetector":
+        """Fit on training data ``X`` (``y`` is detector-specific, e.g. normal-class labels);
+        ``fit_params`` are the detector's extra inputs (:meth:`fit_param_names`)."""
+        self._check_extra("fit", fit_params, self.fit_param_names())
         self._check_contamination()
-        scores = self._fit(X, y)
+        scores = self._fit(X, y, **fit_params)
         if scores is None:
-            scores = self._score(X)
+            scores = self._score(X, **{k: v for k, v in fit_params.items() if k in self.score_param_names()})
         self._set_training_scores(np.asarray(scores, dtype=np.float64))
         return self
 
-    def decision_function(self, X: Any) -> np.ndarray:
-        """Anomaly scores of ``X``, shape (n_samples,), higher = more anomalous."""
+    def decision_function(self, X: Any, **score_params: Any) -> np.ndarray:
+        """Anomaly scores of ``X``, shape (n_samples,), higher = more anomalous; ``score_params`` are
+        the detector's extra scoring inputs (:meth:`score_param_names`)."""
         self._check_fitted("decision_function")
-        return np.asarray(self._score(X), dtype=np.float64)
+        self._check_extra("decision_function", score_params, self.score_param_names())
+        return np.asarray(self._score(X, **score_params), dtype=np.float64)
 
-    def predict(self, X: Any) -> np.ndarray:
+    def predict(self, X: Any, **score_params: Any) -> np.ndarray:
         """0/1 labels (1 = anomaly): score above ``threshold_``."""
-        return (self.decision_function(X) > self.threshold_).astype(np.int64)
+        return (self.decision_function(X, **score_params) > self.threshold_).astype(np.int64)
 
-    def fit_predict(self, X: Any, y: Any = None) -> np.ndarray:
+    def fit_predict(self, X: Any, y: Any = None, **fit_params: Any) -> np.ndarray:
         """Fit, then return ``labels_``."""
-        return self.fit(X, y).labels_
+        return self.fit(X, y, **fit_params).labels_
 
-    def predict_proba(self, X: Any, method: str = "linear") -> np.ndarray:
+    def predict_proba(self, X: Any, method: str = "linear", **score_params: Any) -> np.ndarray:
         """Anomaly probability as in PyOD, shape (n_samples, 2): [P(normal), P(anomaly)].
 
         ``"linear"`` min-max scales the scores by the training score range; ``"unify"`` uses
@@ -166,7 +269,7 @@ class BaseDetector(BaseEstimator):
         """
         if method not in ("linear", "unify"):
             raise ValueError(f"method: expected 'linear' or 'unify', got {method!r}")
-        scores = self.decision_function(X)
+        scores = self.decision_function(X, **score_params)
         train = self.decision_scores_
         if method == "linear":
             lo, hi = float(train.min()), float(train.max())
@@ -180,23 +283,20 @@ class BaseDetector(BaseEstimator):
 
     # ------------------------------------------------------------------ checkpoints
     def save(self, path: str | os.PathLike) -> Path:
-        """Save the fitted detector into folder ``path`` (created if missing); returns the folder.
+        """Save the fitted detector into folder ``path``; returns the folder.
 
-        Writes ``weights.pt`` (tensors only, moved to CPU) and ``meta.json``, each atomically; meta
-        records the SHA-256 of the weights so a mismatched pair is detected on load.
+        The folder is filled as a temporary sibling and renamed into place, so a failed save leaves
+        what was there before intact. An existing folder is replaced only when it holds nothing but
+        a saved model (``weights.pt`` / ``meta.json``); otherwise ``ValueError``.
         """
         self._check_fitted("save")
         folder = Path(path)
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = self._state_tensors()
         clash = [k for k in tensors if k.startswith(_BASE_PREFIX)]
         if clash:
             raise ValueError(f"_state_tensors: keys {clash} use the reserved prefix {_BASE_PREFIX!r}")
         tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
         tensors[_BASE_PREFIX + "decision_scores_"] = torch.as_tensor(self.decision_scores_, dtype=torch.float64)
-        _atomic_write(folder / WEIGHTS_FILE, lambda fh: torch.save(tensors, fh))
-        digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-
         cls = type(self)
         meta = {
             "format": _FORMAT_VERSION,
@@ -205,13 +305,21 @@ class BaseDetector(BaseEstimator):
             "params": self.get_params(deep=False),
             "threshold_": float(self.threshold_),
             "state": self._state_meta(),
-            "weights_sha256": digest,
+            "weights_sha256": "",
         }
-        try:
-            text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+        try:  # before anything is written: a state that cannot be stored must not cost the old model
+            json.dumps(meta, allow_nan=False)
         except (TypeError, ValueError) as err:
             raise TypeError(f"save: constructor parameters and _state_meta must be JSON-serializable: {err}") from err
-        _atomic_write(folder / META_FILE, lambda fh: fh.write(text.encode("utf-8")))
+
+        def fill(tmp: Path) -> None:
+            torch.save(tensors, tmp / WEIGHTS_FILE)
+            meta["weights_sha256"] = hashlib.sha256((tmp / WEIGHTS_FILE).read_bytes()).hexdigest()
+            meta[_META_DIGEST] = _meta_digest(meta)
+            text = json.dumps(meta, indent=2, sort_keys=True, allow_nan=False)
+            (tmp / META_FILE).write_text(text, encoding="utf-8")
+
+        atomic_replace_dir(folder, fill, may_replace=_is_saved_model)
         return folder
 
     @classmethod
@@ -220,34 +328,44 @@ class BaseDetector(BaseEstimator):
 
         ``BaseDetector.load`` returns an instance of the saved class; ``SomeDetector.load`` also
         checks that the checkpoint holds a ``SomeDetector``. ``overrides`` replace constructor
-        parameters before the state is loaded (e.g. ``device="cpu"``).
+        parameters before the state is loaded (e.g. ``device="cpu"``). A missing folder or file
+        raises ``FileNotFoundError``; a corrupt, truncated or edited one ``ValueError`` naming it.
         """
         folder = Path(path)
         meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
         for p in (meta_path, weights_path):
             if not p.is_file():
                 raise FileNotFoundError(f"path: {p} not found; expected a folder written by save()")
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != _FORMAT_VERSION:
-            raise ValueError(f"{meta_path}: unsupported checkpoint format {meta.get('format')!r}")
+        meta = _read_meta(meta_path)
         digest = hashlib.sha256(weights_path.read_bytes()).hexdigest()
-        if digest != meta.get("weights_sha256"):
-            raise ValueError(f"{weights_path}: checksum differs from {META_FILE}; the two files are not from one save")
+        if digest != meta["weights_sha256"]:
+            raise ValueError(f"{weights_path}: checksum differs from the one recorded in {META_FILE}; the file "
+                             "is truncated, corrupt or from another save")
         target = BaseDetector._registry.get(meta["class"])
         if target is None:
             raise ValueError(f"{meta_path}: unknown detector class {meta['class']!r} (is its module imported?)")
         if not issubclass(target, cls):
             raise TypeError(f"{meta_path}: holds a {target.__name__}, not a {cls.__name__}")
-        tensors = torch.load(weights_path, map_location="cpu", weights_only=True)
+        tensors = _read_weights(weights_path)
         det = target(**{**meta["params"], **overrides})
         scores = tensors.pop(_BASE_PREFIX + "decision_scores_").numpy().astype(np.float64)
-        det._load_state(tensors, meta["state"])
+        try:
+            det._load_state(tensors, meta["state"])
+        except (KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"{folder}: the saved state is incomplete or does not match "
+                             f"{target.__name__} ({type(err).__name__}: {err})") from err
         det.decision_scores_ = scores
         det.threshold_ = float(meta["threshold_"])
         det.labels_ = (scores > det.threshold_).astype(np.int64)
         return det
 
     # ------------------------------------------------------------------ helpers
+    def _check_extra(self, method: str, given: dict[str, Any], accepted: tuple[str, ...]) -> None:
+        unknown = sorted(set(given) - set(accepted))
+        if unknown:
+            raise TypeError(f"{type(self).__name__}.{method}: unexpected keyword argument(s) {unknown}; "
+                            f"accepted: {list(accepted)}")
+
     def _check_contamination(self) -> None:
         c = self.contamination
         if isinstance(c, bool) or not isinstance(c, (int, float, np.floating)) or not 0.0 < float(c) <= 0.5:

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..core import Schedule, check_temperatures, ensure_configured
 from .base import BaseDetector, resolve_device
-from .heads import HEAD_KINDS, DensityHead
+from .heads import HEAD_KINDS, HEAD_OPTIONS, DensityHead
 from .validation import check_choice, check_float_param, check_int_param, check_labels
 
 __all__ = ["ScoreModelDetector", "SCORINGS"]
@@ -43,6 +43,8 @@ class ScoreModelDetector(BaseDetector):
     DEFAULT_HEADS: ClassVar[dict[str, str]] = {"denoise": "gmm", "paper": "gmm"}
     #: the word for one training sample in error messages ("record", "case")
     SAMPLE_WORD: ClassVar[str] = "sample"
+    #: whether ``n_steps="auto"`` is accepted (the subclass then sizes the training itself)
+    AUTO_STEPS: ClassVar[bool] = False
 
     # ------------------------------------------------------------------ parameters
     @property
@@ -67,11 +69,16 @@ class ScoreModelDetector(BaseDetector):
         check_int_param(self.n_noise_copies, "n_noise_copies", low=1)
         check_int_param(self.n_neighbors, "n_neighbors", low=1)
         check_int_param(self.max_components, "max_components", low=1)
-        if self.head_options is not None and not isinstance(self.head_options, dict):
-            raise ValueError(f"head_options: expected a dict or None, got {type(self.head_options).__name__}")
-        if not (isinstance(self.n_steps, str) and self.n_steps == "auto" and self._accepts_auto_steps()):
+        if self.head_options is not None:
+            if not isinstance(self.head_options, dict):
+                raise ValueError(f"head_options: expected a dict or None, got {type(self.head_options).__name__}")
+            unknown = sorted(set(self.head_options) - set(HEAD_OPTIONS))
+            if unknown:
+                raise ValueError(f"head_options: unknown keys {unknown}; expected options of the HGAD head "
+                                 f"{list(HEAD_OPTIONS)}")
+        if not (self.AUTO_STEPS and isinstance(self.n_steps, str) and self.n_steps == "auto"):
             check_int_param(self.n_steps, "n_steps", low=1,
-                            expected="a positive int or 'auto'" if self._accepts_auto_steps() else None)
+                            expected="a positive int or 'auto'" if self.AUTO_STEPS else None)
         check_int_param(self.batch_size, "batch_size", low=1)
         check_float_param(self.lr, "lr", low=0.0, low_open=True)
         check_float_param(self.weight_decay, "weight_decay", low=0.0)
@@ -79,10 +86,6 @@ class ScoreModelDetector(BaseDetector):
         if self.random_state is not None:
             check_int_param(self.random_state, "random_state", low=0, allow_none=True)
         self._dev = resolve_device(self.device)
-
-    def _accepts_auto_steps(self) -> bool:
-        """Whether ``n_steps="auto"`` is allowed (the subclass then overrides :meth:`_resolve_steps`)."""
-        return False
 
     def _schedule(self) -> Schedule:
         return Schedule(n=int(self.n_temperatures), tau_max=float(self.tau_max), tau_min=float(self.tau_min))

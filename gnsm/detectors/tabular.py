@@ -1,12 +1,12 @@
 """``GNSMDetector``: Gumbel Noise Score Matching anomaly detection on categorical / mixed tables.
 
 A tau-conditioned score network is trained on the training inliers with the fused score-matching
-loss (DESIGN.md 1.2-1.5); each record is then turned into a feature vector and a density head
+loss (docs/design.md); each record is then turned into a feature vector and a density head
 fitted on the features of the training inliers gives the anomaly score (higher = more anomalous).
 
 Two scoring modes (``scoring=``):
 
-``"denoise"`` (default, chosen by measurement; see the README, "Scoring modes and heads")
+``"denoise"`` (default, chosen by measurement; see docs/tabular.md)
     the model's own denoising error: for each temperature of the scoring schedule, each field and
     ``n_noise_copies`` noised copies of the record (``gnsm.ops.relax_from_labels``), the per-field
     KL(softmax(-g) || softmax(l)) from ``gnsm.ops.score_matching_loss(reduction="none")``, averaged
@@ -14,14 +14,14 @@ Two scoring modes (``scoring=``):
     Features: (temperature, field) -> flattened. Default head: ``"loss"``, the summed denoising error
     itself (no density model; in diffusion terms a likelihood bound of the record).
 ``"paper"``
-    DESIGN 1.6: the L2 norm of the score of the clean record at every temperature
+    the paper's features: the L2 norm of the score of the clean record at every temperature
     (``gnsm.ops.score_norms``): an N-dimensional feature per record. Default head: GMM with the
     number of components chosen by held-out log-likelihood.
 
 Heads (``head=``): ``"gmm"`` (sklearn GaussianMixture, full covariance, components by held-out
 log-likelihood on the validation inliers or by K-fold CV), ``"kde"`` (Gaussian KDE, bandwidth by
 held-out log-likelihood), ``"knn"`` (distance to the k-th nearest training feature vector) and
-``"hgad"`` (:func:`gnsm.detectors.hgad.fit_hgad_head`) and ``"loss"`` (no density model: the summed
+``"hgad"`` (:func:`gnsm.detectors.heads.fit_hgad_head`) and ``"loss"`` (no density model: the summed
 denoising error itself, a diffusion-style likelihood bound). Every sklearn fit runs under a one-thread
 BLAS limit: a multithreaded BLAS made a small GMM fit ~100x slower on a 2-core machine.
 
@@ -32,47 +32,55 @@ against the training inliers (a z-score); :meth:`GNSMDetector.explain` lists the
 Input policies are those of :class:`gnsm.data.TabularEncoder` (unseen categories -> reserved slot
 or raise, missing values -> own category or raise, single-valued columns dropped with a warning,
 column mismatches raise). A category unseen in training lands in a slot the network never saw
-as a true class, which makes its denoising error (and score) large.
+as a true class, which makes its denoising error (and score) large. Categories must survive a
+save / load round trip through ``meta.json``: ``fit`` accepts str, int, float and bool values (and
+missing values) and raises ``ValueError`` naming the column for any other type (bytes, Timestamps,
+tuples, ...): convert such a column first, e.g. ``X[col].astype(str)``.
 """
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
 
+from ..core import DETECTOR_EPS, FieldLayout, fit_standardizer
 from ..data import TabularEncoder
-from ..core.schedule import Schedule
-from .base import BaseDetector, load_network, resolve_device, sub_state
+from .base import load_network, resolve_device, sub_state
 from .heads import HEAD_KINDS, DensityHead
+from .score_model import SCORINGS, ScoreModelDetector
+from .validation import check_float_param, check_int_param
 
-__all__ = ["GNSMDetector", "SCORINGS", "HEADS"]
+__all__ = ["GNSMDetector", "SCORINGS", "HEADS", "check_storable_categories"]
 
-SCORINGS = ("denoise", "paper")
 HEADS = HEAD_KINDS
-_DEFAULT_HEAD = {"denoise": "loss", "paper": "gmm"}
+_STORABLE = (str, int, float, bool)  # category / column types that read back from JSON as themselves
 
 
-# ---------------------------------------------------------------------------- small helpers
+def check_storable_categories(encoder: TabularEncoder) -> None:
+    """Raise ``ValueError`` naming the column when a fitted encoder holds a category (or column name)
+    that would not read back from ``meta.json`` as the same value (bytes, Timestamps, tuples, ...):
+    such a model would save, then score differently (or fail) after loading."""
+    def bad(value: Any) -> bool:
+        return value is not None and not (isinstance(value, _STORABLE) and
+                                          (not isinstance(value, float) or np.isfinite(value)))
 
-def _field_log_softmax(x: Tensor, sizes: Sequence[int]) -> Tensor:
-    return torch.cat([p.log_softmax(dim=1) for p in torch.split(x, list(sizes), dim=1)], dim=1)
+    odd_names = [c for c in encoder.feature_names_in_ if c is None or bad(c)]
+    if odd_names:
+        raise ValueError(f"X: column name(s) {odd_names[:3]} of type {type(odd_names[0]).__name__} cannot be "
+                         "saved with the model; use str or int column names")
+    for col in encoder.categorical_columns:
+        odd = [v for v in encoder.categories_[col] if bad(v)]
+        if odd:
+            raise ValueError(f"X: column {col!r} holds {type(odd[0]).__name__} values (e.g. {odd[0]!r}), which "
+                             "cannot be saved with the model and read back as the same category; convert the "
+                             f"column first, e.g. X[{col!r}].astype(str)")
 
 
-def _onehot_logits(codes: Tensor, sizes: Sequence[int], eps: float) -> Tensor:
-    """a = log(clip(onehot(c), eps, 1)) per field, (B, C)."""
-    offsets = torch.tensor([0, *np.cumsum(sizes)[:-1].tolist()], device=codes.device, dtype=torch.long)
-    a = torch.full((codes.shape[0], int(sum(sizes))), math.log(eps), device=codes.device)
-    a.scatter_(1, codes.long() + offsets[None, :], 0.0)
-    return a
-
-
-# ---------------------------------------------------------------------------- detector
-class GNSMDetector(BaseDetector):
+class GNSMDetector(ScoreModelDetector):
     """Gumbel Noise Score Matching anomaly detector for categorical / mixed tables.
 
     Args:
@@ -83,31 +91,35 @@ class GNSMDetector(BaseDetector):
         n_neighbors: k of the k-NN head.
         max_components: largest GMM size tried.
         head_options: extra keyword arguments of the HGAD head.
-        n_temperatures: N of the training schedule (DESIGN 1.5).
+        n_temperatures: N of the training schedule (docs/design.md).
         tau_max, tau_min: temperature range of the schedule.
-        eps: clip of the one-hot (DESIGN 1.1). The paper uses 1e-5, at which the noise practically never
-            flips a category; the default 0.01 lets it flip (measured better, see the README).
+        eps: clip of the one-hot. The paper uses 1e-5 (``gnsm.core.PAPER_EPS``), at which the noise practically
+            never flips a category; the default 0.01 (``gnsm.core.DETECTOR_EPS``) lets it flip (measured better,
+            docs/tabular.md).
         n_score_temperatures: temperatures used for denoise features (evenly spaced indices of the
             schedule; None: all N).
         n_noise_copies: noised copies per record and temperature for denoise features. The defaults (all 20
             temperatures, 8 copies) average out the Monte Carlo noise of the score: against 10 x 4 they
-            raised AUROC on solar / cmc / chess / cars for 4x the scoring passes (README).
+            raised AUROC on solar / cmc / chess / cars for 4x the scoring passes (docs/tabular.md).
         width, depth, dropout: network size (``gnsm.models`` ResMLP when available).
         n_steps: optimizer steps; ``"auto"`` scales with the data: the larger of about 4 epochs and
             40 steps per column (wide tables need longer to learn how fields depend on each other),
             clipped to 600..3000.
         batch_size, lr, weight_decay, ema_decay: optimizer settings.
         categorical, numerical, unseen, missing: :class:`gnsm.data.TabularEncoder` policies.
-        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
-        random_state: seed of weights, noise and head.
+        device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        random_state: seed of weights, noise and head (None: 0).
         verbose: progress bar and messages.
     """
 
     input_kind = "frame"  # for the evaluation registry
+    DEFAULT_HEADS: ClassVar[dict[str, str]] = {"denoise": "loss", "paper": "gmm"}
+    SAMPLE_WORD = "record"
+    AUTO_STEPS = True
 
     def __init__(self, contamination: float = 0.1, scoring: str = "denoise", head: str | None = None,
                  n_neighbors: int = 5, max_components: int = 6, head_options: dict | None = None,
-                 n_temperatures: int = 20, tau_max: float = 20.0, tau_min: float = 2.0, eps: float = 0.01,
+                 n_temperatures: int = 20, tau_max: float = 20.0, tau_min: float = 2.0, eps: float = DETECTOR_EPS,
                  n_score_temperatures: int | None = None, n_noise_copies: int = 8,
                  width: int = 128, depth: int = 2, dropout: float = 0.0,
                  n_steps: int | str = "auto", batch_size: int = 256, lr: float = 2e-3,
@@ -144,40 +156,13 @@ class GNSMDetector(BaseDetector):
         self.verbose = verbose
 
     # ------------------------------------------------------------------ parameters
-    @property
-    def head_kind_(self) -> str:
-        return self.head or _DEFAULT_HEAD[self.scoring]
-
     def _check_params(self) -> None:
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring: expected one of {list(SCORINGS)}, got {self.scoring!r}")
-        if self.head is not None and self.head not in HEADS:
-            raise ValueError(f"head: expected one of {list(HEADS)} or None, got {self.head!r}")
-        if not (0.0 < float(self.eps) < 1.0):
-            raise ValueError(f"eps: expected a value in (0, 1), got {self.eps!r}")
-        if not (self.tau_max >= self.tau_min > 0):
-            raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {self.tau_max}, {self.tau_min}")
-        if isinstance(self.n_steps, str) and self.n_steps != "auto":
-            raise ValueError(f"n_steps: expected a positive int or 'auto', got {self.n_steps!r}")
-        if not isinstance(self.n_steps, str) and int(self.n_steps) < 1:
-            raise ValueError(f"n_steps: expected a positive int or 'auto', got {self.n_steps!r}")
-        if int(self.n_noise_copies) < 1:
-            raise ValueError(f"n_noise_copies: expected >= 1, got {self.n_noise_copies}")
-        if int(self.n_neighbors) < 1:
-            raise ValueError(f"n_neighbors: expected >= 1, got {self.n_neighbors}")
-
-    def _schedule(self) -> Schedule:
-        return Schedule(n=int(self.n_temperatures), tau_max=float(self.tau_max), tau_min=float(self.tau_min))
-
-    def _score_indices(self) -> list[int]:
-        n = int(self.n_temperatures)
-        m = self.n_score_temperatures
-        if m is None or int(m) >= n:
-            return list(range(n))
-        return sorted({int(round(v)) for v in np.linspace(0, n - 1, int(m))})
+        check_int_param(self.width, "width", low=1)
+        check_int_param(self.depth, "depth", low=0)
+        check_float_param(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any = None, X_val: Any = None) -> "GNSMDetector":
+    def fit(self, X: Any, y: Any = None, *, X_val: Any = None) -> "GNSMDetector":
         """Train the score network and the head on inliers ``X``.
 
         ``y``: optional normal-class labels of the rows of ``X`` (any sortable type, one per row), used
@@ -187,11 +172,7 @@ class GNSMDetector(BaseDetector):
         ``X_val``: optional validation inliers (same columns): used for the held-out likelihood that
         picks the GMM / KDE size and reported as ``val_loss_``. Without it, K-fold CV on ``X``.
         """
-        self._X_val = X_val
-        try:
-            return super().fit(X, y)
-        finally:
-            del self._X_val
+        return super().fit(X, y, X_val=X_val)
 
     def features(self, X: Any) -> np.ndarray:
         """Raw per-record feature vectors (n, T * (D + J)) that the head sees."""
@@ -245,12 +226,8 @@ class GNSMDetector(BaseDetector):
         return pd.DataFrame(out, index=contrib.index)
 
     # ------------------------------------------------------------------ BaseDetector hooks
-    def _fit(self, X: Any, y: Any = None) -> np.ndarray:
-        self._check_params()
-        seed = 0 if self.random_state is None else int(self.random_state)
-        from ..core.threads import ensure_configured
-        ensure_configured()
-        torch.manual_seed(seed)
+    def _fit(self, X: Any, y: Any = None, *, X_val: Any = None) -> np.ndarray:
+        seed = self._start_fit()
         t0 = time.perf_counter()
         self.encoder_ = TabularEncoder(categorical=self.categorical, numerical=self.numerical,
                                        unseen=self.unseen, missing=self.missing)
@@ -260,24 +237,21 @@ class GNSMDetector(BaseDetector):
                              "column is single-valued); GNSM needs at least one categorical field")
         if len(enc.codes) < 2:
             raise ValueError(f"X: need at least 2 rows to fit, got {len(enc.codes)}")
+        check_storable_categories(self.encoder_)
         labels = self._check_head_labels(y, len(enc.codes))  # before training: fail fast
         self.field_sizes_ = list(self.encoder_.field_sizes)
         self.n_numerical_ = int(self.encoder_.n_numerical)
         self.field_names_ = list(self.encoder_.numerical_columns) + list(self.encoder_.categorical_columns)
         codes = torch.as_tensor(enc.codes, dtype=torch.long)
         num = torch.as_tensor(enc.numerical, dtype=torch.float32)
-        val = None
-        if getattr(self, "_X_val", None) is not None:
-            v = self.encoder_.transform(self._X_val)
-            val = (torch.as_tensor(v.codes, dtype=torch.long), torch.as_tensor(v.numerical, dtype=torch.float32))
+        val = None if X_val is None else self._encode(X_val)
 
-        self._dev = resolve_device(self.device)
         from ..models import TabularResMLP
         self.model_ = TabularResMLP(self.field_sizes_, self.n_numerical_, width=int(self.width), depth=int(self.depth),
                                     dropout=float(self.dropout), tau_min=float(self.tau_min),
                                     tau_max=float(self.tau_max))
         self.model_config_ = self.model_.config()
-        self.train_info_ = self._train(codes, num, val, seed)
+        self.train_info_ = self._train(codes, num, val)
         self.train_time_ = time.perf_counter() - t0
 
         # Head on training features; validation features (if any) choose its size.
@@ -285,7 +259,7 @@ class GNSMDetector(BaseDetector):
         F_val = self._features(*val) if val is not None else None
         self._fit_field_stats(F)
         train_scores = self._fit_head(F.reshape(len(F), -1),
-                                      None if F_val is None else F_val.reshape(len(F_val), -1), seed, labels)
+                                      None if F_val is None else F_val.reshape(len(F_val), -1), labels)
         self.fit_time_ = time.perf_counter() - t0
         return train_scores
 
@@ -382,25 +356,15 @@ class GNSMDetector(BaseDetector):
             return torch.cat([err, kl], dim=1)
         return kl
 
-    def _train(self, codes: Tensor, num: Tensor, val: tuple[Tensor, Tensor] | None, seed: int) -> dict:
-        from ..data.tensors import TabularData
-        from ..training import TrainConfig, Trainer
-
-        n = codes.shape[0]
-        steps = self._auto_steps(n)
-        bs = int(min(int(self.batch_size), n))
-        cfg = TrainConfig(steps=steps, batch_size=bs, lr=float(self.lr), weight_decay=float(self.weight_decay),
-                          warmup_steps=min(100, steps // 10), ema_decay=float(self.ema_decay), kind="kl",
-                          eps=float(self.eps), seed=seed, device=str(self._dev), progress=bool(self.verbose),
-                          val_every=max(steps // 4, 1) if val is not None else 10 ** 9)
-        trainer = Trainer(self.model_, self._schedule(), cfg, self.field_sizes_, self.n_numerical_)
+    def _train(self, codes: Tensor, num: Tensor, val: tuple[Tensor, Tensor] | None) -> dict:
+        from ..data import TabularData
         D = self.n_numerical_
+        bs = int(min(int(self.batch_size), codes.shape[0]))
         train = TabularData(codes, num if D else None)
         vdata = None if val is None else TabularData(val[0], val[1] if D else None)
-        result = trainer.fit(train, val=vdata)
-        self.model_ = trainer.ema_model.eval()
-        info = {"steps": int(result.steps_run), "batch_size": bs, "seconds": float(result.seconds),
-                "final_train_loss": float(np.mean(result.history[-50:])) if result.history else None}
+        self.model_, result = self._train_network(self.model_, train, vdata, self.field_sizes_, D,
+                                                  self._auto_steps(codes.shape[0]), bs)
+        info = self._train_info(result, bs)
         if result.val_history:
             info["val_loss"] = float(result.val_history[-1][1])
             self.val_loss_ = info["val_loss"]
@@ -413,9 +377,7 @@ class GNSMDetector(BaseDetector):
         model = self.model_
         model.eval()
         dev = self._dev
-        seed = 0 if self.random_state is None else int(self.random_state)
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed + 3)
+        gen = self._noise_generator()
         out = []
         for start in range(0, codes.shape[0], batch):
             c = codes[start:start + batch].to(dev)
@@ -440,18 +402,18 @@ class GNSMDetector(BaseDetector):
     def _norm_features(self, codes: Tensor, num: Tensor) -> Tensor:
         from .. import ops
         taus = self._schedule().taus().to(codes.device)
-        a = _onehot_logits(codes, self.field_sizes_, float(self.eps))
+        layout = FieldLayout.from_sizes(self.field_sizes_)
+        a = layout.one_hot_logits(codes, float(self.eps))
         D = self.n_numerical_
         feats = []
         for i in range(len(taus)):
             tau = taus[i].expand(codes.shape[0]).contiguous()
-            y = _field_log_softmax(a / taus[i], self.field_sizes_)
+            y = layout.log_softmax(a / taus[i])
             if D:
                 y = torch.cat([num, y], dim=1)
             out = self.model_(y, tau.log())
             _, per_field = ops.score_norms(out[:, D:].contiguous(), self.field_sizes_, tau)
             if D:
-                sigma = self._schedule().sigmas().to(codes.device)[i]
                 per_field = torch.cat([out[:, :D].float().abs(), per_field], dim=1)
             feats.append(per_field)
         return torch.stack(feats, dim=1)  # per-field norms; the record norm is their L2 norm
@@ -464,34 +426,13 @@ class GNSMDetector(BaseDetector):
         return F
 
     def _fit_field_stats(self, F: np.ndarray) -> None:
-        per_field = F.mean(axis=1)
-        self.field_mean_ = per_field.mean(axis=0)
-        std = per_field.std(axis=0)
-        self.field_scale_ = np.where(std > 1e-12, std, 1.0)
+        self.field_mean_, self.field_scale_ = fit_standardizer(F.mean(axis=1))
 
     # ------------------------------------------------------------------ heads
-    def _check_head_labels(self, y: Any, n: int) -> np.ndarray | None:
-        """The normal-class labels the HGAD head gets (None for other heads, which ignore ``y``'s values)."""
-        if self.head_kind_ != "hgad":
-            if y is not None and len(y) != n:  # ignored, but a wrong length is a caller's mistake worth naming
-                raise ValueError(f"y: expected {n} labels (one per record), got {len(y)}")
-            return None
-        if y is not None:
-            from ._validation import check_labels
-            return check_labels(y, n, "y")
-        k = (self.head_options or {}).get("n_classes", "auto")
-        if k is not None and not isinstance(k, str) and int(k) > n:
-            raise ValueError(f"head_options['n_classes']: {int(k)} pseudo-classes need at least {int(k)} "
-                             f"samples, got {n}")
-        return None
-
-    def _fit_head(self, F: np.ndarray, F_val: np.ndarray | None, seed: int,
-                  labels: np.ndarray | None = None) -> np.ndarray:
+    def _fit_head(self, F: np.ndarray, F_val: np.ndarray | None, labels: np.ndarray | None = None) -> np.ndarray:
         F = self._head_input(F)
         F_val = None if F_val is None else self._head_input(F_val)
-        self.head_ = DensityHead(self.head_kind_, max_components=int(self.max_components),
-                                 n_neighbors=int(self.n_neighbors), hgad_options=self.head_options,
-                                 device=self._dev, seed=seed)
+        self.head_ = self._make_head()
         return self.head_.fit(F, F_val, labels=labels)
 
     def _head_score(self, F: np.ndarray) -> np.ndarray:

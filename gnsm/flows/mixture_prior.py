@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["HierarchicalGaussianPrior", "init_class_centres", "hgad_losses", "HALF_LOG_2PI"]
+__all__ = ["DEFAULT_RADIUS", "HALF_LOG_2PI", "HierarchicalGaussianPrior", "hgad_losses", "init_class_centres"]
 
 HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 

@@ -29,13 +29,23 @@ def _groups(channels: int, groups: int) -> int:
     return g
 
 
+class _GroupNorm(nn.GroupNorm):
+    """``nn.GroupNorm`` that also accepts a group holding a single value (a 1-voxel deepest level with
+    one channel per group, batch 1): the normalized value is 0, as the formula gives, where
+    ``F.group_norm`` refuses such an input in training. Same parameters, same state dict."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.group_norm(x, self.num_groups, self.weight, self.bias, self.eps,
+                                torch.backends.cudnn.enabled)
+
+
 class _ResBlock(nn.Module):
     def __init__(self, dims: int, cin: int, cout: int, emb_dim: int, groups: int):
         super().__init__()
         conv = _conv(dims)
-        self.norm1 = nn.GroupNorm(_groups(cin, groups), cin)
+        self.norm1 = _GroupNorm(_groups(cin, groups), cin)
         self.conv1 = conv(cin, cout, 3, padding=1)
-        self.norm2 = nn.GroupNorm(_groups(cout, groups), cout)
+        self.norm2 = _GroupNorm(_groups(cout, groups), cout)
         self.film = FiLM(emb_dim, cout, channel_dim=1)
         self.conv2 = conv(cout, cout, 3, padding=1)
         self.skip = conv(cin, cout, 1) if cin != cout else nn.Identity()
@@ -85,7 +95,7 @@ class UNet(nn.Module):
             blocks = [_ResBlock(spatial_dims, channels[i + 1] + c if b == 0 else c, c, emb_dim, groups)
                       for b in range(num_res_blocks)]
             self.up.append(nn.ModuleList(blocks))
-        self.out_norm = nn.GroupNorm(_groups(channels[0], groups), channels[0])
+        self.out_norm = _GroupNorm(_groups(channels[0], groups), channels[0])
         self.out = conv(channels[0], self.out_channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

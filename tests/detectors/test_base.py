@@ -10,7 +10,7 @@ from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 
 from gnsm.detectors import BaseDetector
-from gnsm.detectors._validation import as_float_tensor, check_labels
+from gnsm.detectors.validation import as_float_tensor, check_labels
 
 
 class CentroidDistance(BaseDetector):
@@ -214,3 +214,157 @@ def test_check_labels():
         check_labels([0.0, np.nan], 2)
     with pytest.raises(ValueError, match="missing"):
         check_labels(np.array(["a", None], dtype=object), 2)
+
+
+# ---------------------------------------------------------------- extra fit / scoring inputs
+
+class Shifted(CentroidDistance):
+    """Takes a fit input (``offset``) and a scoring input (``shift``) as keyword arguments."""
+
+    def _fit(self, X, y=None, *, offset=0.0):
+        super()._fit(X, y)
+        self.centre_ = self.centre_ + offset
+        return None
+
+    def _score(self, X, *, shift=0.0):
+        return super()._score(X) + shift
+
+
+def test_fit_and_score_params_pass_through_every_scoring_method(data):
+    X, Xt = data
+    assert Shifted.fit_param_names() == ("offset",) and Shifted.score_param_names() == ("shift",)
+    det = Shifted().fit(X, offset=1.0)
+    assert torch.allclose(det.centre_, torch.as_tensor(X).mean(0) + 1.0)
+    base = det.decision_function(Xt)
+    np.testing.assert_allclose(det.decision_function(Xt, shift=2.0), base + 2.0)
+    np.testing.assert_array_equal(det.predict(Xt, shift=1e9), np.ones(len(Xt)))
+    assert (det.predict_proba(Xt, shift=1e9)[:, 1] == 1.0).all()
+    assert (det.predict_proba(Xt, "unify", shift=-1e9)[:, 1] == 0.0).all()
+    np.testing.assert_array_equal(Shifted().fit_predict(X, offset=1.0), det.labels_)
+
+
+def test_unknown_extra_inputs_are_named(data):
+    X, Xt = data
+    with pytest.raises(TypeError, match=r"fit: unexpected keyword argument\(s\) \['X_val'\]; accepted: \['offset'\]"):
+        Shifted().fit(X, X_val=X)
+    det = CentroidDistance().fit(X)
+    with pytest.raises(TypeError, match=r"decision_function: unexpected keyword argument\(s\) \['cond'\]"):
+        det.predict_proba(Xt, cond=None)
+
+
+# ---------------------------------------------------------------- devices
+
+@pytest.mark.parametrize("device, match", [
+    ("tpu", "expected 'auto', 'cpu', 'cuda'"),
+    ("meta", "not supported"),
+    (3, "expected 'auto'"),
+    ("cuda:99", "CUDA"),
+])
+def test_resolve_device_names_the_problem(device, match):
+    from gnsm.detectors import resolve_device
+    with pytest.raises(ValueError, match=f"device: .*{match}"):
+        resolve_device(device)
+
+
+def test_resolve_device_accepts_cpu_and_auto():
+    from gnsm.detectors import resolve_device
+    assert resolve_device("cpu") == torch.device("cpu") == resolve_device(torch.device("cpu"))
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_resolve_device_cuda_without_gpu():
+    from gnsm.detectors import resolve_device
+    with pytest.raises(ValueError, match="no CUDA device is available"):
+        resolve_device("cuda")
+
+
+# ---------------------------------------------------------------- atomic saves and corrupt folders
+
+class MetaHolder(CentroidDistance):
+    """Stores an arbitrary value in meta.json (to make a save fail after the weights were ready)."""
+
+    def __init__(self, power=1.0, contamination=0.1, device="cpu", extra=None):
+        super().__init__(power, contamination, device)
+        self.extra = extra
+
+    def _state_meta(self):
+        return {**super()._state_meta(), "extra": self.extra}
+
+
+def test_failed_save_keeps_the_model_already_there(tmp_path, data, monkeypatch):
+    X, Xt = data
+    good = CentroidDistance().fit(X)
+    folder = good.save(tmp_path / "m")
+    before = good.decision_function(Xt)
+    bad = MetaHolder(extra=pd.Timestamp("2024-01-01")).fit(X * 5)
+    with pytest.raises(TypeError, match="JSON-serializable"):
+        bad.save(folder)
+    np.testing.assert_array_equal(BaseDetector.load(folder).decision_function(Xt), before)
+
+    def killed(*args, **kwargs):  # the process dies while the new weights are written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        CentroidDistance().fit(X * 5).save(folder)
+    monkeypatch.undo()
+    np.testing.assert_array_equal(BaseDetector.load(folder).decision_function(Xt), before)
+    assert sorted(os.listdir(tmp_path)) == ["m"]  # no temporary sibling left behind
+
+
+def test_save_refuses_a_folder_with_other_files(tmp_path, data):
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="holds files"):
+        CentroidDistance().fit(data[0]).save(tmp_path)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ValueError, match="not a folder"):
+        CentroidDistance().fit(data[0]).save(tmp_path / "file")
+
+
+def _edit_meta(folder, edit):
+    meta = json.loads((folder / "meta.json").read_text())
+    edit(meta)
+    (folder / "meta.json").write_text(json.dumps(meta))
+
+
+def test_edited_meta_is_refused(tmp_path, data):
+    folder = CentroidDistance().fit(data[0]).save(tmp_path / "m")
+    meta = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps(meta, indent=4, sort_keys=False))  # layout does not matter
+    CentroidDistance.load(folder)
+    _edit_meta(folder, lambda m: m.update(threshold_=m["threshold_"] + 1.0))
+    with pytest.raises(ValueError, match=r"meta\.json: content differs from its recorded checksum"):
+        CentroidDistance.load(folder)
+
+
+@pytest.mark.parametrize("corrupt, file, match", [
+    (lambda f: (f / "meta.json").write_bytes((f / "meta.json").read_bytes()[:40]), "meta.json",
+     "not valid JSON.*truncated"),
+    (lambda f: (f / "meta.json").write_bytes(b'{"format": "\xff\xfe"}'), "meta.json", "not UTF-8"),
+    (lambda f: (f / "meta.json").write_text("[1, 2]"), "meta.json", "expected a JSON object, got a JSON list"),
+    (lambda f: _edit_meta(f, lambda m: m.pop("state")), "meta.json", r"missing key\(s\) \['state'\]"),
+    (lambda f: _edit_meta(f, lambda m: m.update(format=99)), "meta.json", "unsupported checkpoint format 99"),
+    (lambda f: (f / "weights.pt").write_bytes((f / "weights.pt").read_bytes()[:100]), "weights.pt",
+     "checksum differs.*truncated"),
+])
+def test_corrupt_folders_raise_one_named_error(tmp_path, data, corrupt, file, match):
+    folder = CentroidDistance().fit(data[0]).save(tmp_path / "m")
+    corrupt(folder)
+    with pytest.raises(ValueError, match=match) as info:
+        BaseDetector.load(folder)
+    assert str(folder / file) in str(info.value)
+
+
+def test_unreadable_weights_with_matching_checksum(tmp_path, data):
+    """A weights file that is not a torch archive is named even when meta.json was made to match it."""
+    import hashlib
+    folder = CentroidDistance().fit(data[0]).save(tmp_path / "m")
+    (folder / "weights.pt").write_bytes(b"not a zip archive")
+    digest = hashlib.sha256(b"not a zip archive").hexdigest()
+    meta = json.loads((folder / "meta.json").read_text())
+    meta["format"], meta["weights_sha256"] = 1, digest  # format 1: no digest of meta.json itself
+    (folder / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match=r"weights\.pt: cannot be read as saved weights"):
+        BaseDetector.load(folder)

@@ -189,7 +189,6 @@ def test_not_fitted_raises(cars):
 
 
 def test_registered_with_evaluation():
-    from gnsm.evaluation import gnsm_entry  # noqa: F401
     from gnsm.evaluation import list_detectors, make_detector
     assert {"gnsm", "gnsm-paper"} <= set(list_detectors())
     det = make_detector("gnsm-paper", seed=43)

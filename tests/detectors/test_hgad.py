@@ -9,7 +9,7 @@ from sklearn.metrics import roc_auc_score
 from threadpoolctl import threadpool_limits
 
 from gnsm.detectors import BaseDetector, HGADDetector
-from gnsm.detectors.hgad import HGADModel, choose_pseudo_classes, fit_hgad_head
+from gnsm.detectors.heads import HGADModel, choose_pseudo_classes, fit_hgad_head
 from gnsm.flows import positional_encoding_2d, positions_as_rows
 
 # Small and short: each fit takes well under a second on one core.

@@ -11,9 +11,8 @@ import pytest
 
 from gnsm.data import EncodedTable
 from gnsm.datasets import Dataset, find_data_dir, load_dataset
-from gnsm.evaluation import (SEEDS, CategoryFrequency, evaluate, evaluate_main, list_detectors,
-                             make_detector, markdown_table, register_detector, run_protocol,
-                             split_inliers)
+from gnsm.evaluation import (SEEDS, CategoryFrequency, evaluate, list_detectors, make_detector,
+                             markdown_table, register_detector, run_protocol, split_inliers)
 from gnsm.evaluation.baselines import _DETECTORS
 
 
@@ -226,11 +225,3 @@ def test_markdown_table_marks_best_and_averages():
     assert "| mean (2 sets) | 70.0 | **75.0** |" in table
     assert "| d1 | 1.50 | 1.50 |" in markdown_table(results, "time")
 
-
-def test_evaluate_main_bad_input_exit_code(tmp_path, capsys):
-    code = evaluate_main(["--data", "cars", str(tmp_path / "missing.csv"), "--label-col", "y",
-                          "--anomaly-value", "1", "--out", str(tmp_path), "--no-progress"])
-    assert code == 2
-    assert "file not found" in capsys.readouterr().err
-    assert evaluate_main(["--data", "cars", "--detectors", "nope", "--no-progress",
-                          "--out", str(tmp_path)]) == 2

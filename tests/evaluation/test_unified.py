@@ -53,33 +53,14 @@ def test_evaluate_unified_and_table(n_jobs):
 
 
 # ---------------------------------------------------------------------------- tables with several normal classes
-from gnsm.evaluation.unified import (CLASS_TABLES, evaluate_unified_seeds, frequency_method, load_class_table,  # noqa: E402
-                                     on_features, on_frames, onehot_encoder, seeds_markdown_table, summarize_seeds,
-                                     table_splits)
+from gnsm.datasets import load_class_table  # noqa: E402
+from gnsm.evaluation.unified import (evaluate_unified_seeds, frequency_method, on_features, on_frames,  # noqa: E402
+                                     onehot_encoder, seeds_markdown_table, summarize_seeds, table_splits)
 
 
 @pytest.fixture(scope="module")
 def cars_table():
     return load_class_table("cars")  # the bundled copy when shared/data is absent
-
-
-def test_load_class_table_cars(cars_table):
-    X, y = cars_table
-    assert X.shape == (1728, 6) and "class" not in X.columns
-    classes, counts = np.unique(y, return_counts=True)
-    assert dict(zip(classes.tolist(), counts.tolist())) == {"acc": 384, "good": 69, "unacc": 1210, "vgood": 65}
-
-
-def test_load_class_table_cmc_drops_the_anomaly_label():
-    try:
-        X, y = load_class_table("cmc")
-    except FileNotFoundError:
-        pytest.skip("shared/data not available")
-    assert X.shape == (1473, 7)
-    assert CLASS_TABLES["cmc"].label_col not in X.columns and "class_numberofchildren" not in X.columns
-    assert sorted(set(y.tolist())) == ["1", "2", "3"]
-    with pytest.raises(ValueError, match="name"):
-        load_class_table("solar")  # binary label: not a multi-class table
 
 
 def test_table_splits_leave_one_class_out(cars_table):

@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from gnsm.flows import HierarchicalGaussianPrior, init_class_centres
-from gnsm.flows.mixture_prior import hgad_losses
+from gnsm.flows import HierarchicalGaussianPrior, hgad_losses, init_class_centres
 
 
 def _logsumexp(a):
@@ -19,7 +18,7 @@ def _gauss_log(z, c):
 
 
 def _direct_losses(prior, z, log_det, labels, eps):
-    """Per-sample formulas of issue 7 written with Python loops in float64."""
+    """The per-sample HGAD losses (see ``hgad_losses``) written with Python loops in float64."""
     mu = prior.mu.detach().double().numpy()
     phi = prior.phi.detach().double().numpy()
     delta = prior.delta.detach().double().numpy()

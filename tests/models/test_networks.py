@@ -108,3 +108,43 @@ def test_log_tau_embedding_separates_schedule_levels():
     e = emb(taus.log())
     d = torch.cdist(e, e) + torch.eye(20)
     assert d.min() > 0
+
+
+@pytest.mark.parametrize("dims, size", [(2, (1, 1)), (3, (1, 1, 1)), (2, (1, 2))])
+def test_unet_trains_on_a_single_voxel_batch_of_one(dims, size):
+    # one channel per group at a 1-voxel level with batch 1: F.group_norm refuses it in training
+    torch.manual_seed(0)
+    net = UNet(3, spatial_dims=dims, channels=(8, 8), groups=8, emb_dim=8).train()
+    y = torch.randn(1, 3, *size)
+    out = net(y, torch.zeros(1))
+    assert out.shape == y.shape and torch.isfinite(out).all()
+    out.square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+
+
+def test_unet_group_norm_matches_torch_and_keeps_the_state_dict():
+    torch.manual_seed(0)
+    net = UNet(3, spatial_dims=2, channels=(8, 16), groups=4, emb_dim=8)
+    norm = net.out_norm
+    ref = torch.nn.GroupNorm(norm.num_groups, norm.num_channels)
+    ref.load_state_dict(norm.state_dict())
+    x = torch.randn(2, norm.num_channels, 5, 3)
+    torch.testing.assert_close(norm(x), ref(x))
+    assert set(net.state_dict()) == set(build_model(net.config()).state_dict())
+
+
+@pytest.mark.parametrize("cls", [TabularResMLP, FTTransformer])
+@pytest.mark.parametrize("sizes, error", [([2.5, 3], TypeError), ("12", TypeError), ([True, 2], TypeError),
+                                          ([], ValueError), ([0, 3], ValueError), ([70000], ValueError)])
+def test_tabular_networks_reject_bad_field_sizes(cls, sizes, error):
+    with pytest.raises(error, match="field_sizes"):
+        cls(sizes, 0)
+
+
+def test_networks_accept_numpy_and_tensor_field_sizes():
+    import numpy as np
+
+    assert TabularResMLP(np.array([2, 3]), 0, width=8, depth=1, emb_dim=8).field_sizes == [2, 3]
+    assert FTTransformer(torch.tensor([2, 3]), 0, d_token=8, n_layers=1, n_heads=2).field_sizes == [2, 3]
+    assert UNet(np.int64(4), spatial_dims=2, channels=(8,), groups=4, emb_dim=8).field_sizes == 4
+    assert UNet(torch.tensor(4), spatial_dims=2, channels=(8,), groups=4, emb_dim=8).out_channels == 4

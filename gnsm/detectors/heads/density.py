@@ -6,7 +6,7 @@ A :class:`DensityHead` standardizes its features with the training mean / std an
             held-out log-likelihood on validation features, or by 3-fold CV without them. Score = NLL.
 ``"kde"``   Gaussian KDE, bandwidth chosen the same way from multiples of Scott's rule. Score = NLL.
 ``"knn"``   distance to the k-th nearest training feature vector.
-``"hgad"``  :func:`gnsm.detectors.hgad.fit_hgad_head` (normal-class labels optional). Score = NLL.
+``"hgad"``  :func:`gnsm.detectors.heads.fit_hgad_head` (normal-class labels optional). Score = NLL.
 ``"loss"``  no density model: the sum of the raw features (for denoising-error features this is a
             diffusion-style likelihood bound).
 
@@ -21,7 +21,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .base import sub_state
+from ...core import fit_standardizer, limit_blas_threads
+from ..base import sub_state
+from .hgad import HGADHead, fit_hgad_head
 
 __all__ = ["DensityHead", "HEAD_KINDS", "blas_limit"]
 
@@ -30,14 +32,7 @@ HEAD_KINDS = ("gmm", "kde", "knn", "hgad", "loss")
 
 def blas_limit():
     """Context manager limiting BLAS/OpenMP threads of numpy/scipy/sklearn to one."""
-    from ..core.threads import limit_blas_threads
     return limit_blas_threads(1)
-
-
-def _standardizer(F: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = F.mean(axis=0)
-    std = F.std(axis=0)
-    return mean, np.where(std > 1e-12 * (1.0 + np.abs(mean)), std, 1.0)
 
 
 def _gmm_from_arrays(arrays: dict[str, np.ndarray]):
@@ -101,7 +96,7 @@ class DensityHead:
         kind: one of :data:`HEAD_KINDS`.
         max_components: largest GMM size tried.
         n_neighbors: k of the k-NN head.
-        hgad_options: keyword arguments of :func:`gnsm.detectors.hgad.fit_hgad_head`.
+        hgad_options: keyword arguments of :func:`gnsm.detectors.heads.fit_hgad_head`.
         device: device of the HGAD head.
         seed: random state of the fits.
     """
@@ -131,7 +126,7 @@ class DensityHead:
             raise ValueError(f"features: expected at least 2 rows of shape (n, d), got {F.shape}")
         if not np.isfinite(F).all():
             raise ValueError("features: contain NaN or inf")
-        self.mean, self.scale = _standardizer(F)
+        self.mean, self.scale = fit_standardizer(F)
         Z = self.z(F)
         Z_val = None if F_val is None else self.z(np.asarray(F_val, dtype=np.float64))
         kind = self.kind
@@ -148,7 +143,6 @@ class DensityHead:
                 self.meta = {"n_neighbors": int(min(self.n_neighbors, len(Z) - 1))}
                 self.arrays = {"reference": Z}
             elif kind == "hgad":
-                from .hgad import fit_hgad_head
                 opts = {"random_state": self.seed, "device": str(self.device), **self.hgad_options}
                 self.model = fit_hgad_head(Z, labels, **opts)
         if kind == "knn":
@@ -208,6 +202,5 @@ class DensityHead:
         head.scale = tensors["scale"].numpy()
         head.arrays = {k: v.numpy() for k, v in sub_state(tensors, "array.").items()}
         if head.kind == "hgad":
-            from .hgad import HGADHead
             head.model = HGADHead.from_state(sub_state(tensors, "hgad."), meta["hgad"], device=device)
         return head

@@ -5,65 +5,67 @@ on random patches of *good* segmentations (ground-truth masks or label volumes, 
 image as conditioning channels). A predicted segmentation (integer labels or soft probabilities)
 is then turned into an N-channel per-voxel feature map, one channel per scoring temperature:
 
-``scoring="denoise"`` (default, chosen by measurement on CamVid; see the README)
+``scoring="denoise"`` (default, chosen by measurement on CamVid; see docs/segmentation.md)
     the model's own per-voxel denoising error KL(softmax(-g) || softmax(l)) on ``n_noise_copies``
     noised copies (``gnsm.ops.score_matching_loss(reduction="none")``), averaged over the copies.
     With ``eps=0.01`` about 10% of the voxels are flipped to another class by the noise, so the
     network learns which labels fit their context; a wrong region of the prediction is one it
     cannot explain.
 ``scoring="paper"``
-    DESIGN 1.6: the per-voxel L2 norm of the score of the clean segmentation at every temperature
-    of the schedule (``gnsm.ops.score_norms``).
+    the per-voxel L2 norm of the score of the clean segmentation at every temperature of the
+    schedule (``gnsm.ops.score_norms``; docs/design.md).
 
 From the feature map:
 
 - ``anomaly_map`` (``pixel_head="mean"``, default): each channel standardized by the training voxels'
   mean / std, averaged over channels. ``pixel_head="hgad"``: a per-position density head, an HGAD
-  flow (:mod:`gnsm.detectors.hgad`) fitted on a sample of training voxels' N-channel vectors (log
+  flow (:mod:`gnsm.detectors.heads.hgad`) fitted on a sample of training voxels' N-channel vectors (log
   scale) conditioned on a sin-cos code of the voxel's position; the map is each voxel's negative
   log-likelihood per dimension. ``pred_mask`` = ``anomaly_map > pixel_threshold_`` (the
   ``1 - pixel_contamination`` quantile of the training maps).
 - ``positional_prior=True`` (for aligned data: a fixed camera, canonical volumes) appends one channel,
   -log p(label | position) under the Laplace-smoothed per-position label frequencies of the training
-  cases (an atlas; cases of other sizes are matched by relative position). The ``"mean"`` anomaly
-  map then weighs the two sources of evidence equally: half the mean of the GNSM channels, half the
-  standardized prior channel. GNSM sees what does not fit its context (boundaries, texture of the
-  labels); the prior sees labels where they never occur (a swapped class, an object in the sky).
+  cases (an atlas, ``positional.py``). The ``"mean"`` anomaly map then weighs the two sources of
+  evidence equally: half the mean of the GNSM channels, half the standardized prior channel. GNSM
+  sees what does not fit its context (boundaries, texture of the labels); the prior sees labels
+  where they never occur (a swapped class, an object in the sky).
 - per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
   a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
   ``threshold_`` (the ``1 - contamination`` quantile of the training scores).
 
 Cases larger than ``window`` are scored by sliding windows with 50% overlap, blended with a
-separable triangular weight, so volumes larger than GPU memory work; small inputs run on CPU.
+separable triangular weight (``windows.py``), so volumes larger than GPU memory work.
+
+Extra inputs are keyword arguments: ``fit(X, y, cond=, X_val=, cond_val=)`` and, for scoring,
+``cond=`` (``decision_function`` / ``predict`` / ``predict_proba`` / ``predict_maps`` /
+``anomaly_maps`` / ``feature_maps``).
 """
 from __future__ import annotations
 
-import functools
 import inspect
-import itertools
 import math
 import time
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from ..data.masks import MaskCase, as_cases, as_cond
-from ..core.schedule import Schedule
-from .base import BaseDetector, load_network, resolve_device, sub_state
-from .heads import HEAD_KINDS, DensityHead
-from .hgad import fit_hgad_head
+from ...core import FieldLayout, near_zero_scale
+from ...data import MaskCase, as_cases, as_cond
+from ..base import load_network, resolve_device, sub_state
+from ..heads import HEAD_OPTIONS, DensityHead, HGADHead, fit_hgad_head
+from ..score_model import ScoreModelDetector
+from ..validation import check_choice, check_float_param, check_int_param
+from .positional import fit_positional_prior, position_code, positional_nll
+from .windows import blend_weight, window_grid
 
-__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS"]
+__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS", "PIXEL_HEADS"]
 
-SCORINGS = ("denoise", "paper")
 PIXEL_HEADS = ("mean", "hgad")
-_HGAD_FIT_ARGS = frozenset(inspect.signature(fit_hgad_head).parameters) - {"features", "labels", "cond", "device",
-                                                                           "random_state"}
+_HGAD_FIT_ARGS = frozenset(HEAD_OPTIONS) - {"device", "random_state"}
 # Per-position HGAD head: small and quick by default (it sees up to max_samples voxels, not cases).
 _PIXEL_HGAD_DEFAULTS = {"n_classes": "auto", "n_intra_centers": 3, "n_blocks": 4, "hidden_dim": 64,
                         "stage1_epochs": 8, "stage2_epochs": 4, "batch_size": 512, "score_entropy_weight": 0.0,
@@ -71,6 +73,7 @@ _PIXEL_HGAD_DEFAULTS = {"n_classes": "auto", "n_intra_centers": 3, "n_blocks": 4
 CASE_STATS = ("mean", "rms", "max", "q90", "q95", "q99")
 _DEFAULT_PATCH = {2: (128, 128), 3: (64, 64, 64)}
 _WHOLE_CASE_VOXELS = 1 << 21  # cases up to this many voxels are scored in one piece
+_MAP_SAMPLE_VOXELS = 2_000_000  # training voxels kept (over all cases) for the pixel threshold and pixel head
 
 
 @dataclass
@@ -88,62 +91,7 @@ class SegmentationResult:
     feature_maps: list[np.ndarray] | None = None
 
 
-@functools.lru_cache(maxsize=4)
-def _position_code(channels: int, shape: tuple[int, ...]) -> np.ndarray:
-    """Cached: cases of one size (the usual data set) share the code instead of rebuilding it per case."""
-    from ..flows import positions_as_rows, sincos_positional_encoding
-    rows = positions_as_rows(sincos_positional_encoding(channels, shape)).numpy()
-    rows.setflags(write=False)
-    return rows
-
-
-def _starts(size: int, window: int) -> list[int]:
-    if size <= window:
-        return [0]
-    stride = max(window // 2, 1)
-    starts = list(range(0, size - window + 1, stride))
-    if starts[-1] != size - window:
-        starts.append(size - window)
-    return starts
-
-
-def _ramp(window: int, size: int) -> Tensor:
-    """Triangular 1-D blending weight (never zero, so every voxel gets a weight)."""
-    n = min(window, size)
-    x = torch.arange(n, dtype=torch.float32)
-    return torch.minimum(x + 1, n - x).clamp_max(max(n // 4, 1)) / max(n // 4, 1)
-
-
-def _grid_index(n: int, g: int) -> np.ndarray:
-    """Nearest index on a g-cell axis for each of n cells covering the same extent."""
-    return np.minimum(((np.arange(n) + 0.5) * g / n).astype(np.int64), g - 1)
-
-
-def fit_positional_prior(cases: Sequence[MaskCase], num_classes: int, alpha: float = 1.0) -> np.ndarray:
-    """(K, *grid) float32 log p(label | position) of the training label maps, Laplace-smoothed by ``alpha``.
-
-    The grid is the per-axis median case shape; other sizes are resampled onto it by relative position.
-    """
-    grid = tuple(int(np.median([c.shape[d] for c in cases])) for d in range(len(cases[0].shape)))
-    counts = np.zeros((num_classes, math.prod(grid)), dtype=np.float64)
-    for case in cases:
-        labels = case.labels[np.ix_(*[_grid_index(g, n) for g, n in zip(grid, case.shape)])]
-        counts += np.stack([(labels == k).ravel() for k in range(num_classes)])
-    log_p = np.log((counts + alpha) / (len(cases) + alpha * num_classes))
-    return log_p.reshape((num_classes, *grid)).astype(np.float32)
-
-
-def positional_nll(log_p: np.ndarray, case: MaskCase) -> np.ndarray:
-    """(*case.shape) -log p(label | position); the expected value under soft probabilities."""
-    grid_log_p = log_p
-    if case.shape != log_p.shape[1:]:  # resample only when needed: a 3-D atlas copy is tens of MB per case
-        grid_log_p = log_p[(slice(None),) + np.ix_(*[_grid_index(n, g) for n, g in zip(case.shape, log_p.shape[1:])])]
-    if case.labels is not None:
-        return -np.take_along_axis(grid_log_p, case.labels[None].astype(np.int64), axis=0)[0]
-    return -(case.probs * grid_log_p).sum(axis=0).astype(np.float32)
-
-
-class SegmentationQC(BaseDetector):
+class SegmentationQC(ScoreModelDetector):
     """GNSM quality control of segmentation masks (2-D) and label volumes (3-D).
 
     Args:
@@ -151,18 +99,20 @@ class SegmentationQC(BaseDetector):
         contamination: expected fraction of poor cases (sets ``threshold_``).
         pixel_contamination: fraction of training voxels above ``pixel_threshold_``.
         scoring: ``"denoise"`` or ``"paper"`` (module docstring).
-        head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``).
+        head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``;
+            None: ``gmm``).
         pixel_head: how the N channels become the anomaly map: ``"mean"`` of the standardized channels,
             or ``"hgad"``, a per-position HGAD flow (module docstring).
         pixel_head_options: overrides of the per-position HGAD settings (``_PIXEL_HGAD_DEFAULTS``: any
-            :func:`gnsm.detectors.hgad.fit_hgad_head` argument, plus ``max_samples`` voxels to fit on and
+            :func:`gnsm.detectors.heads.fit_hgad_head` option, plus ``max_samples`` voxels to fit on and
             ``position_channels`` of the sin-cos code, default 16 in 2-D and 24 in 3-D).
         case_stats: per-channel statistics forming the case feature vector (see ``CASE_STATS``).
         max_components, n_neighbors, head_options: head settings.
-        n_temperatures, tau_max, tau_min: training schedule (DESIGN 1.5).
-        n_score_temperatures: temperatures of the denoise features (evenly spaced schedule indices).
+        n_temperatures, tau_max, tau_min: training schedule (docs/design.md).
+        n_score_temperatures: temperatures of the denoise features (evenly spaced schedule indices;
+            None: all).
         n_noise_copies: noised copies per temperature (denoise).
-        eps: one-hot clip (DESIGN 1.1); 0.01 lets the noise flip ~10% of the voxels (K = 12).
+        eps: one-hot clip; 0.01 lets the noise flip ~10% of the voxels (K = 12).
         channels, num_res_blocks: UNet size.
         cond_channels: image channels given as conditioning (``cond=`` of fit / scoring).
         coord_channels: add each voxel's normalized coordinates (-1..1 along every axis of its case) as
@@ -175,19 +125,26 @@ class SegmentationQC(BaseDetector):
         window: scoring window; None: whole cases up to 2**21 voxels, else the patch size.
         n_steps, batch_size, lr, weight_decay, ema_decay: optimizer settings.
         score_batch_size: windows per forward pass when scoring.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        random_state: seed of weights, patches, noise and head.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        random_state: seed of weights, patches, noise, voxel sample and head (None: 0).
         verbose: progress bar.
     """
 
+    SAMPLE_WORD = "case"
+    #: parameters :meth:`refit_scoring` may change; every other constructor parameter shapes the network
+    SCORING_PARAMS: ClassVar[frozenset[str]] = frozenset({
+        "contamination", "pixel_contamination", "scoring", "head", "pixel_head", "pixel_head_options",
+        "case_stats", "max_components", "n_neighbors", "head_options", "n_score_temperatures", "n_noise_copies",
+        "positional_prior", "window", "score_batch_size", "device", "random_state", "verbose"})
+
     def __init__(self, num_classes: int | None = None, contamination: float = 0.1,
-                 pixel_contamination: float = 0.01, scoring: str = "denoise", head: str = "gmm",
+                 pixel_contamination: float = 0.01, scoring: str = "denoise", head: str | None = "gmm",
                  pixel_head: str = "mean", pixel_head_options: dict | None = None,
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
-                 tau_min: float = 2.0, n_score_temperatures: int = 5, n_noise_copies: int = 2, eps: float = 0.01,
-                 channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1, cond_channels: int = 0,
-                 coord_channels: bool = False, positional_prior: bool = False,
+                 tau_min: float = 2.0, n_score_temperatures: int | None = 5, n_noise_copies: int = 2,
+                 eps: float = 0.01, channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1,
+                 cond_channels: int = 0, coord_channels: bool = False, positional_prior: bool = False,
                  patch_size: Sequence[int] | None = None, flip_axes: Sequence[int] = (),
                  window: Sequence[int] | None = None, n_steps: int = 2000, batch_size: int = 16,
                  lr: float = 2e-3, weight_decay: float = 1e-4, ema_decay: float = 0.995, score_batch_size: int = 8,
@@ -229,72 +186,43 @@ class SegmentationQC(BaseDetector):
 
     # ------------------------------------------------------------------ parameters
     def _check_params(self) -> None:
-        if self.scoring not in SCORINGS:
-            raise ValueError(f"scoring: expected one of {list(SCORINGS)}, got {self.scoring!r}")
-        if self.pixel_head not in PIXEL_HEADS:
-            raise ValueError(f"pixel_head: expected one of {list(PIXEL_HEADS)}, got {self.pixel_head!r}")
+        check_choice(self.pixel_head, "pixel_head", PIXEL_HEADS)
         unknown = sorted(set(self.pixel_head_options or {}) - set(_PIXEL_HGAD_DEFAULTS) - _HGAD_FIT_ARGS)
         if unknown:
             raise ValueError(f"pixel_head_options: unknown keys {unknown}")
-        if self.head not in HEAD_KINDS:
-            raise ValueError(f"head: expected one of {list(HEAD_KINDS)}, got {self.head!r}")
-        bad = [s for s in self.case_stats if s not in CASE_STATS]
-        if bad or len(self.case_stats) == 0:
-            raise ValueError(f"case_stats: expected a non-empty subset of {list(CASE_STATS)}, got {list(self.case_stats)}")
-        if not 0.0 < float(self.pixel_contamination) < 1.0:
-            raise ValueError(f"pixel_contamination: expected a value in (0, 1), got {self.pixel_contamination}")
-        if not 0.0 < float(self.eps) < 1.0:
-            raise ValueError(f"eps: expected a value in (0, 1), got {self.eps!r}")
-        if not (self.tau_max >= self.tau_min > 0):
-            raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {self.tau_max}, {self.tau_min}")
-        for name in ("n_steps", "batch_size", "n_noise_copies", "n_score_temperatures", "score_batch_size"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
-        if self.num_classes is not None and int(self.num_classes) < 2:
-            raise ValueError(f"num_classes: expected >= 2, got {self.num_classes}")
+        stats = [self.case_stats] if isinstance(self.case_stats, str) else list(self.case_stats)
+        if not stats or any(s not in CASE_STATS for s in stats):
+            raise ValueError(f"case_stats: expected a non-empty subset of {list(CASE_STATS)}, got {stats}")
+        check_float_param(self.pixel_contamination, "pixel_contamination", low=0.0, high=1.0,
+                          low_open=True, high_open=True)
+        check_int_param(self.num_classes, "num_classes", low=2, allow_none=True)
+        check_int_param(self.score_batch_size, "score_batch_size", low=1)
+        check_int_param(self.num_res_blocks, "num_res_blocks", low=1)
+        check_int_param(self.cond_channels, "cond_channels", low=0)
+        channels = list(self.channels) if isinstance(self.channels, (list, tuple)) else None
+        if not channels:
+            raise ValueError(f"channels: expected a non-empty sequence of positive ints, got {self.channels!r}")
+        for i, c in enumerate(channels):
+            check_int_param(c, f"channels[{i}]", low=1)
 
-    def _schedule(self) -> Schedule:
-        return Schedule(n=int(self.n_temperatures), tau_max=float(self.tau_max), tau_min=float(self.tau_min))
-
-    def _score_indices(self) -> list[int]:
-        n = int(self.n_temperatures)
-        if self.scoring == "paper" or int(self.n_score_temperatures) >= n:
-            return list(range(n))
-        return sorted({int(round(v)) for v in np.linspace(0, n - 1, int(self.n_score_temperatures))})
-
-    @property
-    def score_temperatures_(self) -> np.ndarray:
-        """The temperatures of the feature-map channels, noisiest first."""
-        return self._schedule().taus().numpy()[self._score_indices()]
+    def _network_params(self) -> set[str]:
+        return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
 
     # ------------------------------------------------------------------ public API
-    def fit(self, X: Any, y: Any = None, cond: Any = None, X_val: Any = None,
+    def fit(self, X: Any, y: Any = None, *, cond: Any = None, X_val: Any = None,
             cond_val: Any = None) -> "SegmentationQC":
         """Train on good segmentations ``X`` (integer label maps; see :mod:`gnsm.data.masks`).
 
         ``y``: optional normal-class labels of the cases (``head="hgad"``). ``cond``: conditioning
-        images, one ``(cond_channels, *spatial)`` per case. ``X_val``: held-out good cases whose
-        features choose the GMM / KDE size.
+        images, one ``(cond_channels, *spatial)`` per case. ``X_val`` (with ``cond_val``): held-out
+        good cases whose features choose the GMM / KDE size.
         """
-        self._cond, self._X_val, self._cond_val = cond, X_val, cond_val
-        try:
-            return super().fit(X, y)
-        finally:
-            del self._cond, self._X_val, self._cond_val
+        return super().fit(X, y, cond=cond, X_val=X_val, cond_val=cond_val)
 
-    def decision_function(self, X: Any, cond: Any = None) -> np.ndarray:
-        """Per-case anomaly scores (n,), higher = poorer segmentation."""
-        self._check_fitted("decision_function")
-        return self._case_scores(self.feature_maps(X, cond))
-
-    def predict(self, X: Any, cond: Any = None) -> np.ndarray:
-        """0/1 per case (1 = flagged as poor)."""
-        return (self.decision_function(X, cond) > self.threshold_).astype(np.int64)
-
-    def predict_maps(self, X: Any, cond: Any = None, return_feature_maps: bool = False) -> SegmentationResult:
+    def predict_maps(self, X: Any, *, cond: Any = None, return_feature_maps: bool = False) -> SegmentationResult:
         """Per-case score and label, per-voxel anomaly map and mask (and the N-channel maps)."""
         self._check_fitted("predict_maps")
-        maps = self.feature_maps(X, cond)
+        maps = self.feature_maps(X, cond=cond)
         scores = self._case_scores(maps)
         anomaly = [self._pixel_map(m) for m in maps]
         return SegmentationResult(
@@ -305,30 +233,45 @@ class SegmentationQC(BaseDetector):
             feature_maps=maps if return_feature_maps else None,
         )
 
-    def anomaly_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
+    def anomaly_maps(self, X: Any, *, cond: Any = None) -> list[np.ndarray]:
         """Per-voxel anomaly maps (one ``(*spatial)`` float32 array per case)."""
         self._check_fitted("anomaly_maps")
-        return [self._pixel_map(m) for m in self.feature_maps(X, cond)]
+        return [self._pixel_map(m) for m in self.feature_maps(X, cond=cond)]
 
     @torch.no_grad()
-    def feature_maps(self, X: Any, cond: Any = None) -> list[np.ndarray]:
+    def feature_maps(self, X: Any, *, cond: Any = None) -> list[np.ndarray]:
         """The per-voxel feature maps ``(T, *spatial)`` float32: one channel per ``score_temperatures_``, plus
         the positional prior's -log p(label | position) as the last channel when ``positional_prior``."""
         self._check_fitted("feature_maps")
-        cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
-        conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
+        cases, conds = self._cases(X, cond, "X", "cond")
         return [self._case_map(c, None if conds is None else conds[i]) for i, c in enumerate(cases)]
 
-    # ------------------------------------------------------------------ BaseDetector hooks
-    def _fit(self, X: Any, y: Any = None) -> np.ndarray:
+    @torch.no_grad()
+    def refit_scoring(self, X: Any, y: Any = None, *, cond: Any = None, X_val: Any = None, cond_val: Any = None,
+                      **params: Any) -> "SegmentationQC":
+        """Change scoring parameters (``SCORING_PARAMS``: ``scoring``, ``case_stats``, ``head``,
+        ``n_noise_copies``, ...) and refit the map statistics and the head on the training cases ``X``,
+        keeping the trained network."""
+        self._check_fitted("refit_scoring")
+        fixed = sorted(self._network_params() & set(params))
+        if fixed:
+            raise ValueError(f"refit_scoring: {fixed} change the network; fit a new detector instead")
+        self.set_params(**params)
+        self._check_score_model_params()
         self._check_params()
-        from ..core.threads import ensure_configured
-        ensure_configured()
-        seed = 0 if self.random_state is None else int(self.random_state)
-        torch.manual_seed(seed)
+        cases, conds = self._cases(X, cond, "X", "cond")
+        labels = self._check_head_labels(y, len(cases))  # before the feature maps
+        val = None if X_val is None else self._cases(X_val, cond_val, "X_val", "cond_val")
+        self._set_training_scores(np.asarray(self._fit_scoring(cases, conds, labels, val), dtype=np.float64))
+        return self
+
+    # ------------------------------------------------------------------ BaseDetector hooks
+    def _fit(self, X: Any, y: Any = None, *, cond: Any = None, X_val: Any = None,
+             cond_val: Any = None) -> np.ndarray:
+        seed = self._start_fit()
         t0 = time.perf_counter()
         cases, dims = as_cases(X, None, self.num_classes, name="X", allow_probs=False)
-        self._check_head_labels(y, len(cases))  # before training: fail fast
+        labels = self._check_head_labels(y, len(cases))  # before training: fail fast
         if self.num_classes is None:
             self.num_classes_ = max(int(c.labels.max()) for c in cases) + 1
             if self.num_classes_ < 2:
@@ -336,10 +279,10 @@ class SegmentationQC(BaseDetector):
         else:
             self.num_classes_ = int(self.num_classes)
         self.spatial_dims_ = dims
-        conds = self._with_coords(cases, as_cond(self._cond, cases, int(self.cond_channels)))
-        self._dev = resolve_device(self.device)
+        conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
+        val = None if X_val is None else self._cases(X_val, cond_val, "X_val", "cond_val")
         self.patch_size_ = self._resolve_patch(cases)
-        from ..models import UNet
+        from ...models import UNet
         self.model_ = UNet(self.num_classes_, spatial_dims=dims, cond_channels=self._model_cond_channels(),
                            channels=tuple(int(c) for c in self.channels), num_res_blocks=int(self.num_res_blocks),
                            tau_min=float(self.tau_min), tau_max=float(self.tau_max))
@@ -347,53 +290,12 @@ class SegmentationQC(BaseDetector):
         self.train_info_ = self._train(cases, conds, seed)
         self.train_time_ = time.perf_counter() - t0
 
-        scores = self._fit_scoring(cases, conds, y, seed)
+        scores = self._fit_scoring(cases, conds, labels, val)
         self.fit_time_ = time.perf_counter() - t0
         return scores
 
-    def _fit_scoring(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, y: Any, seed: int) -> np.ndarray:
-        """Map statistics and density head on the training cases (everything after the network)."""
-        self.prior_log_p_ = fit_positional_prior(cases, self.num_classes_) if self.positional_prior else None
-        feats = self._fit_map_stats(cases, conds)
-        feats_val = None
-        if getattr(self, "_X_val", None) is not None:
-            vcases, _ = as_cases(self._X_val, self.spatial_dims_, self.num_classes_, name="X_val")
-            vconds = self._with_coords(vcases, as_cond(self._cond_val, vcases, int(self.cond_channels),
-                                                       name="cond_val"))
-            feats_val = np.stack([self._case_features(self._case_map(c, None if vconds is None else vconds[i]))
-                                  for i, c in enumerate(vcases)])
-        self.head_ = DensityHead(self.head, max_components=int(self.max_components),
-                                 n_neighbors=int(self.n_neighbors), hgad_options=self.head_options,
-                                 device=self._dev, seed=seed)
-        return self.head_.fit(feats, feats_val, labels=y)
-
-    @torch.no_grad()
-    def refit_scoring(self, X: Any, y: Any = None, cond: Any = None, X_val: Any = None, cond_val: Any = None,
-                      **params: Any) -> "SegmentationQC":
-        """Change scoring parameters (``scoring``, ``case_stats``, ``head``, ``n_noise_copies``, ...) and
-        refit the map statistics and the head on the training cases ``X``, keeping the trained network."""
-        self._check_fitted("refit_scoring")
-        network = {"num_classes", "channels", "num_res_blocks", "cond_channels", "coord_channels", "patch_size",
-                   "flip_axes", "n_steps", "batch_size", "lr", "weight_decay", "ema_decay", "n_temperatures",
-                   "tau_max", "tau_min", "eps"}
-        fixed = sorted(network & set(params))
-        if fixed:
-            raise ValueError(f"refit_scoring: {fixed} change the network; fit a new detector instead")
-        self.set_params(**params)
-        self._check_params()
-        seed = 0 if self.random_state is None else int(self.random_state)
-        cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_)
-        self._check_head_labels(y, len(cases))  # before the feature maps
-        conds = self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels)))
-        self._X_val, self._cond_val = X_val, cond_val
-        try:
-            self._set_training_scores(np.asarray(self._fit_scoring(cases, conds, y, seed), dtype=np.float64))
-        finally:
-            del self._X_val, self._cond_val
-        return self
-
-    def _score(self, X: Any) -> np.ndarray:  # BaseDetector hook (no conditioning)
-        return self._case_scores(self.feature_maps(X))
+    def _score(self, X: Any, *, cond: Any = None) -> np.ndarray:
+        return self._case_scores(self.feature_maps(X, cond=cond))
 
     def _state_tensors(self) -> dict[str, Tensor]:
         out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
@@ -425,25 +327,18 @@ class SegmentationQC(BaseDetector):
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
         self.prior_log_p_ = tensors["prior_log_p"].numpy() if "prior_log_p" in tensors else None
-        self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
-                                            meta["head"], device=self._dev)
+        self.head_ = DensityHead.from_state(sub_state(tensors, "head."), meta["head"], device=self._dev)
         self.pixel_head_ = None
         if meta.get("pixel_head") is not None:
-            from .hgad import HGADHead
             self.pixel_head_ = HGADHead.from_state(sub_state(tensors, "pixel_head."), meta["pixel_head"],
                                                    device=self._dev)
 
-    def _check_head_labels(self, y: Any, n: int) -> None:
-        """Check ``y`` against the ``n`` training cases (as ``GNSMDetector`` does for table rows)."""
-        if y is None:
-            return
-        if self.head == "hgad":
-            from ._validation import check_labels
-            check_labels(y, n, "y")
-        elif len(y) != n:  # ignored, but a wrong length is a caller's mistake worth naming
-            raise ValueError(f"y: expected {n} labels (one per case), got {len(y)}")
+    # ------------------------------------------------------------------ cases and conditioning
+    def _cases(self, X: Any, cond: Any, name: str, cond_name: str) -> tuple[list[MaskCase], list[np.ndarray] | None]:
+        """Parse cases of a fitted detector and their conditioning (+ coordinate channels)."""
+        cases, _ = as_cases(X, self.spatial_dims_, self.num_classes_, name=name)
+        return cases, self._with_coords(cases, as_cond(cond, cases, int(self.cond_channels), name=cond_name))
 
-    # ------------------------------------------------------------------ conditioning
     def _model_cond_channels(self) -> int:
         return int(self.cond_channels) + (self.spatial_dims_ if self.coord_channels else 0)
 
@@ -468,23 +363,15 @@ class SegmentationQC(BaseDetector):
         return tuple(min(p, n) for p, n in zip(patch, largest))
 
     def _train(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, seed: int) -> dict:
-        from ..data.volumes import PatchDataset
-        from ..training import TrainConfig, Trainer
-        steps = int(self.n_steps)
+        from ...data import PatchDataset
         bs = int(self.batch_size)
         data = PatchDataset([c.labels for c in cases], self.patch_size_, self.num_classes_,
                             samples_per_epoch=max(len(cases), bs), cond=conds, seed=seed,
                             flip_axes=self.flip_axes)
-        cfg = TrainConfig(steps=steps, batch_size=bs, lr=float(self.lr), weight_decay=float(self.weight_decay),
-                          warmup_steps=min(100, steps // 10), ema_decay=float(self.ema_decay), kind="kl",
-                          eps=float(self.eps), seed=seed, device=str(self._dev), progress=bool(self.verbose),
-                          val_every=10 ** 9)
-        trainer = Trainer(self.model_, self._schedule(), cfg, self.num_classes_)
-        result = trainer.fit(data)
-        self.model_ = trainer.ema_model.eval()
-        return {"steps": int(result.steps_run), "batch_size": bs, "patch_size": list(self.patch_size_),
-                "seconds": float(result.seconds), "voxels_per_s": float(result.throughput),
-                "final_train_loss": float(np.mean(result.history[-50:])) if result.history else None}
+        self.model_, result = self._train_network(self.model_, data, None, self.num_classes_, 0,
+                                                  int(self.n_steps), bs)
+        return {**self._train_info(result, bs), "patch_size": list(self.patch_size_),
+                "voxels_per_s": float(result.throughput)}
 
     # ------------------------------------------------------------------ feature maps
     def _window(self, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -510,19 +397,13 @@ class SegmentationQC(BaseDetector):
         T = len(self._score_indices())
         acc = torch.zeros((T, *shape), dtype=torch.float32)
         weight = torch.zeros(shape, dtype=torch.float32)
-        ramps = [_ramp(w, n) for w, n in zip(win, shape)]
-        w_full = ramps[0]
-        for r in ramps[1:]:
-            w_full = w_full.unsqueeze(-1) * r
-        starts = list(itertools.product(*[_starts(n, w) for n, w in zip(shape, win)]))
-        seed = 0 if self.random_state is None else int(self.random_state)
-        gen = torch.Generator(device=dev)
-        gen.manual_seed(seed + 3)  # per case: a case's map does not depend on the other cases
+        w_full = blend_weight(win, shape)
+        slices = window_grid(shape, win)
+        gen = self._noise_generator()  # per case: a case's map does not depend on the other cases
         bsz = int(self.score_batch_size)
-        for b0 in range(0, len(starts), bsz):
-            group = starts[b0:b0 + bsz]
-            sls = [tuple(slice(s, s + w) for s, w in zip(st, win)) for st in group]
-            lead = () if case.labels is not None else (slice(None),)
+        lead = () if case.labels is not None else (slice(None),)
+        for b0 in range(0, len(slices), bsz):
+            sls = slices[b0:b0 + bsz]
             x = torch.stack([source[lead + sl] for sl in sls]).to(dev)
             c = None if cond_t is None else torch.stack([cond_t[(slice(None),) + sl] for sl in sls]).to(dev)
             feats = self._window_features(x, c, gen).cpu()  # (B, T, *win)
@@ -536,23 +417,20 @@ class SegmentationQC(BaseDetector):
 
     def _window_features(self, x: Tensor, cond: Tensor | None, gen: torch.Generator) -> Tensor:
         """x: labels (B, *w) int64 or class logits (B, K, *w) -> (B, T, *w) float32."""
-        from .. import ops
+        from ... import ops
         K = self.num_classes_
+        layout = FieldLayout.from_sizes(K)
         model = self.model_
         taus = self._schedule().taus().to(x.device)
         labels = x if x.dtype == torch.int64 else None
         if self.scoring == "paper":
-            if labels is not None:
-                a = F.one_hot(labels, K).movedim(-1, 1).float()
-                a = torch.where(a > 0, 0.0, math.log(float(self.eps)))
-            else:
-                a = x
+            a = layout.one_hot_logits(labels, float(self.eps)) if labels is not None else x
         B = x.shape[0]
         out = []
         for i in self._score_indices():
             tau = taus[i].expand(B).contiguous()
             if self.scoring == "paper":
-                net = model(torch.log_softmax(a / taus[i], dim=1), tau.log(), cond)
+                net = model(layout.log_softmax(a / taus[i]), tau.log(), cond)
                 out.append(ops.score_norms(net.float().contiguous(), K, tau)[1])
                 continue
             err = torch.zeros((B, *x.shape[-self.spatial_dims_:]), device=x.device)
@@ -567,11 +445,24 @@ class SegmentationQC(BaseDetector):
         return torch.stack(out, dim=1)
 
     # ------------------------------------------------------------------ maps -> scores
+    def _fit_scoring(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None, labels: np.ndarray | None,
+                     val: tuple[list[MaskCase], list[np.ndarray] | None] | None) -> np.ndarray:
+        """Map statistics and density head on the training cases (everything after the network)."""
+        self.prior_log_p_ = fit_positional_prior(cases, self.num_classes_) if self.positional_prior else None
+        feats = self._fit_map_stats(cases, conds)
+        feats_val = None
+        if val is not None:
+            vcases, vconds = val
+            feats_val = np.stack([self._case_features(self._case_map(c, None if vconds is None else vconds[i]))
+                                  for i, c in enumerate(vcases)])
+        self.head_ = self._make_head()
+        return self.head_.fit(feats, feats_val, labels=labels)
+
     def _fit_map_stats(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None) -> np.ndarray:
         """One pass over the training cases: per-channel voxel mean / std, the pixel threshold (from a
         bounded random sample of voxels, so many large volumes fit in memory) and the case features."""
-        rng = np.random.default_rng(0)
-        per_case = max(2_000_000 // len(cases), 1)
+        rng = np.random.default_rng(self._seed())
+        per_case = max(_MAP_SAMPLE_VOXELS // len(cases), 1)
         s1 = s2 = 0.0
         n = 0
         feats, samples, positions = [], [], []
@@ -582,19 +473,17 @@ class SegmentationQC(BaseDetector):
             s2 = s2 + (flat ** 2).sum(axis=1)
             n += flat.shape[1]
             feats.append(self._case_features(fmap))
-            keep = flat.shape[1] if flat.shape[1] <= per_case else rng.choice(flat.shape[1], per_case, replace=False)
-            samples.append(flat[:, keep] if isinstance(keep, np.ndarray) else flat)
+            keep = slice(None) if flat.shape[1] <= per_case else rng.choice(flat.shape[1], per_case, replace=False)
+            samples.append(flat[:, keep])
             if self.pixel_head == "hgad":
-                rows = self._position_rows(fmap.shape[1:])
-                positions.append(rows[keep] if isinstance(keep, np.ndarray) else rows)
+                positions.append(self._position_rows(fmap.shape[1:])[keep])
         mean = s1 / n
         std = np.sqrt(np.maximum(s2 / n - mean ** 2, 0.0))
         self.map_mean_ = mean.astype(np.float32)
-        self.map_std_ = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+        self.map_std_ = np.where(near_zero_scale(std, mean), 1.0, std).astype(np.float32)
         pool = np.concatenate(samples, axis=1)
         if self.pixel_head == "hgad":
-            pos = np.concatenate(positions)
-            combined = self._fit_pixel_head(pool, pos, rng)
+            combined = self._fit_pixel_head(pool, np.concatenate(positions), rng)
         else:
             self.pixel_head_ = None
             combined = self._combine(pool)
@@ -607,7 +496,7 @@ class SegmentationQC(BaseDetector):
     def _position_rows(self, shape: Sequence[int]) -> np.ndarray:
         """(prod(shape), P) sin-cos code of every voxel's position (in voxels from the case's corner)."""
         P = self._pixel_options()["position_channels"] or (16 if len(shape) == 2 else 24)
-        return _position_code(int(P), tuple(int(n) for n in shape))
+        return position_code(int(P), tuple(int(n) for n in shape))
 
     @staticmethod
     def _pixel_rows(flat: np.ndarray) -> np.ndarray:
@@ -620,10 +509,9 @@ class SegmentationQC(BaseDetector):
         n = min(int(opts["max_samples"]), pool.shape[1])
         pick = rng.choice(pool.shape[1], n, replace=False) if n < pool.shape[1] else np.arange(n)
         fit_args = {k: v for k, v in opts.items() if k in _HGAD_FIT_ARGS}
-        seed = 0 if self.random_state is None else int(self.random_state)
         with torch.enable_grad():  # refit_scoring runs under no_grad
             self.pixel_head_ = fit_hgad_head(self._pixel_rows(pool[:, pick]), cond=pos[pick], device=self._dev,
-                                             random_state=seed, **fit_args)
+                                             random_state=self._seed(), **fit_args)
         return self.pixel_head_.score(self._pixel_rows(pool), cond=pos).astype(np.float32)
 
     def _pixel_map(self, fmap: np.ndarray) -> np.ndarray:
@@ -643,8 +531,9 @@ class SegmentationQC(BaseDetector):
 
     def _case_features(self, fmap: np.ndarray) -> np.ndarray:
         flat = fmap.reshape(fmap.shape[0], -1).astype(np.float64)
+        stats = [self.case_stats] if isinstance(self.case_stats, str) else self.case_stats
         parts = []
-        for stat in self.case_stats:
+        for stat in stats:
             if stat == "mean":
                 parts.append(flat.mean(axis=1))
             elif stat == "rms":
