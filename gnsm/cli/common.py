@@ -50,7 +50,8 @@ class LazyChoices(Sequence[str]):
     """argparse ``choices`` read from ``module.attribute`` on first use.
 
     The detectors' option tuples live with the detectors (importing them loads torch); reading them
-    only when an option is parsed or its help is shown keeps ``gnsm --help`` fast.
+    only when an option is parsed or its help is shown keeps ``gnsm --help`` fast. Give the option a
+    ``metavar``: without one, argparse lists the choices while the parser is being built.
     """
 
     def __init__(self, module: str, attribute: str) -> None:
@@ -98,9 +99,9 @@ def check_device(device: str, flag: str = "--device") -> None:
     from ..detectors import resolve_device
 
     try:
-        resolve_device(device)
-    except (ValueError, RuntimeError) as err:
-        raise CLIError(f"{flag}: {err}") from None
+        resolve_device(device, name=flag)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -123,8 +124,20 @@ def _check_creatable(path: Path, flag: str, what: str) -> None:
 
 
 def check_model_dir(path: str, flag: str = "--model-dir") -> None:
-    """The model folder can be written (checked before training, so no training run is lost)."""
-    _check_creatable(Path(path).expanduser(), flag, "model folder")
+    """The model folder can be written (checked before training, so no training run is lost).
+
+    ``save`` replaces an existing folder only when it is empty or holds a saved model and nothing
+    else (its ``meta.json`` and ``weights.pt``); any other folder is refused here, up front.
+    """
+    from ..detectors import META_FILE, WEIGHTS_FILE
+
+    folder = Path(path).expanduser()
+    _check_creatable(folder, flag, "model folder")
+    if folder.is_dir():
+        other = sorted(p.name for p in folder.iterdir() if p.name not in (META_FILE, WEIGHTS_FILE))
+        if other:
+            raise CLIError(f"{flag}: {folder} holds files that are not a saved model ({', '.join(other[:5])}); "
+                           "choose another folder or empty it")
 
 
 def check_out_dir(path: str, flag: str = "--out") -> None:

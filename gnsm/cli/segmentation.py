@@ -169,7 +169,8 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("masks", nargs="+", help="mask files or folders (.png, .npy, .nii, .nii.gz)")
     p.add_argument("--model-dir", required=True)
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: max label + 1)")
-    p.add_argument("--scoring", choices=_SCORINGS, default="denoise")
+    p.add_argument("--scoring", choices=_SCORINGS, default="denoise", metavar="MODE",
+                   help="%(choices)s (default: %(default)s)")
     p.add_argument("--positional-prior", action="store_true",
                    help="add the per-position label-frequency channel (aligned data)")
     _add_training_args(p, steps=2000)
@@ -193,8 +194,8 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--downsample", type=positive_int, default=None,
                    help="factor (default: 6 camvid, 4 spine in-plane)")
     _add_training_args(p, steps=None)
-    p.add_argument("--scoring", choices=_SCORINGS, nargs="+", default=["denoise"],
-                   help="scoring modes to compare with one trained network (camvid)")
+    p.add_argument("--scoring", choices=_SCORINGS, nargs="+", default=["denoise"], metavar="MODE",
+                   help="scoring modes (%(choices)s) to compare with one trained network (camvid)")
     p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
                    help="score without / with the per-position label-frequency channel; both: side by side "
                         "(camvid)")

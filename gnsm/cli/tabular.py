@@ -133,6 +133,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     check_out_dir(args.out)
     out = Path(args.out)
+    check_model_dir(str(out / "model"), "--out")
     ds = load_dataset("cars")
     split = split_inliers(ds.y, args.seed)
     X = ds.X
@@ -216,9 +217,10 @@ def add_tabular_commands(sub: Any) -> None:
     p.add_argument("--categorical", nargs="+", default=None, help="columns to treat as categorical")
     p.add_argument("--numerical", nargs="+", default=None, help="columns to treat as numerical")
     p.add_argument("--contamination", type=float, default=0.1, help="expected anomaly fraction (threshold)")
-    p.add_argument("--scoring", choices=LazyChoices("gnsm.detectors", "SCORINGS"), default="denoise")
-    p.add_argument("--head", choices=LazyChoices("gnsm.detectors", "HEADS"), default=None,
-                   help="density head (default: loss for denoise, gmm for paper)")
+    p.add_argument("--scoring", choices=LazyChoices("gnsm.detectors", "SCORINGS"), default="denoise",
+                   metavar="MODE", help="%(choices)s (default: %(default)s)")
+    p.add_argument("--head", choices=LazyChoices("gnsm.detectors", "HEADS"), default=None, metavar="HEAD",
+                   help="density head: %(choices)s (default: loss for denoise, gmm for paper)")
     p.add_argument("--steps", type=positive_int, default=None, help="training steps (default: auto)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")

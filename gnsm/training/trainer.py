@@ -47,7 +47,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-import gnsm
+from .. import __version__
 from .. import ops
 from ..core import FieldLayout, Schedule, configure_threads, ensure_configured
 from ..data import TabularData
@@ -324,7 +324,7 @@ class Trainer:
         return {
             "format": CHECKPOINT_FORMAT,
             "format_version": CHECKPOINT_VERSION,
-            "gnsm_version": gnsm.__version__,
+            "gnsm_version": __version__,
             "torch_version": str(torch.__version__),
             "model": model.state_dict(),
             "ema": self.ema.state_dict(),
@@ -455,7 +455,6 @@ class Trainer:
             if cfg.metrics_file and self.step > 0:
                 trim_metrics(cfg.metrics_file, self.step)  # those steps are about to be logged again
         self._perm_epoch = None
-        start_step = self.step
         unit = "records/s"
         loader_iter = None
         if kind == "tabular":

@@ -161,3 +161,11 @@ def test_score_seg_output_checks(seg_model, tmp_path, capsys):
     tsv = tmp_path / "s.tsv"
     assert main(["score-seg", str(masks), "--model-dir", str(model), "-o", str(tsv), "-q"]) == 0
     assert tsv.read_text().splitlines()[0].split("\t") == ["file", "score", "is_poor", "flagged_voxels"]
+
+
+def test_evaluate_seg_out_naming_a_file(tmp_path, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    code = main(["evaluate-seg", "camvid", "--out", str(afile), "-q"])
+    assert "--out" in _user_error(capsys, code)  # before any data is loaded or a network trained
+    assert afile.read_text() == "keep me"

@@ -195,7 +195,7 @@ def test_registered_with_evaluation():
     assert isinstance(det, GNSMDetector) and det.scoring == "paper" and det.random_state == 43
 
 
-# ---------------------------------------------------------------------------- head="hgad" (issues 5 and 7)
+# ---------------------------------------------------------------------------- head="hgad" (several normal classes)
 # A small network, few temperatures and a tiny flow: the HGAD-head path end to end in seconds on 2 CPU cores.
 # (With 60 steps and width 32 the network had not yet learned the unseen slot: keep 150 steps.)
 HGAD_FAST = dict(**SMALL, n_steps=STEPS, n_score_temperatures=5, n_noise_copies=1, random_state=0,

@@ -179,6 +179,33 @@ def test_conditioning_channels_are_checked():
         det.decision_function(X[:2], cond=img[:1])
 
 
+def test_conditioning_reaches_every_scoring_method():
+    """``cond`` is a scoring input of the base API: predict / predict_proba pass it on like decision_function."""
+    X = _normal_masks(6, seed=1)
+    img = np.random.default_rng(0).normal(size=(6, 1, SIDE, SIDE)).astype(np.float32)
+    det = _quick(cond_channels=1).fit(X, cond=img, X_val=X[:2], cond_val=img[:2])
+    scores = det.decision_function(X[:3], cond=img[:3])
+    np.testing.assert_array_equal(det.predict(X[:3], cond=img[:3]), (scores > det.threshold_).astype(np.int64))
+    proba = det.predict_proba(X[:3], cond=img[:3])
+    assert proba.shape == (3, 2) and np.isfinite(proba).all()
+    np.testing.assert_allclose(det.predict_maps(X[:3], cond=img[:3]).pred_score, scores)
+    assert SegmentationQC.score_param_names() == ("cond",)
+    with pytest.raises(TypeError, match=r"unexpected keyword argument\(s\) \['image'\]"):
+        det.decision_function(X[:3], image=img[:3])
+    with pytest.raises(TypeError, match="image"):
+        _quick(cond_channels=1).fit(X, image=img)
+
+
+def test_random_state_drives_the_voxel_sample(monkeypatch):
+    """The pixel threshold comes from a random sample of training voxels, drawn from random_state."""
+    import gnsm.detectors.segmentation.detector as seg
+    X = _normal_masks(6, seed=1)
+    det = _quick(scoring="paper").fit(X)  # noise-free features: only the voxel sample can differ
+    monkeypatch.setattr(seg, "_MAP_SAMPLE_VOXELS", 60)  # 10 of each case's 256 voxels
+    thresholds = [det.refit_scoring(X, random_state=r).pixel_threshold_ for r in (0, 1, 0)]
+    assert thresholds[0] == thresholds[2] and thresholds[0] != thresholds[1]
+
+
 @pytest.mark.parametrize("scoring", ["denoise", "paper"])
 def test_volumes_and_file_inputs(tmp_path, scoring):
     nibabel = pytest.importorskip("nibabel")

@@ -84,7 +84,10 @@ def _tables(draw):
         cols[f"x{d}"] = draw(st.lists(st.floats(-1e3, 1e3, allow_nan=False), min_size=n, max_size=n))
     X = pd.DataFrame(cols)
     unseen = X.head(3).copy()
-    unseen["c0"] = pd.Series(["never-seen"] * len(unseen), dtype=object, index=unseen.index)
+    # a value of the column's own kind never seen at fit (a bool column: a missing value, also unseen)
+    kind = type(X["c0"].iloc[0])
+    fresh = {str: "never-seen", int: 99, bool: None}[kind]
+    unseen["c0"] = pd.Series([fresh] * len(unseen), dtype=object, index=unseen.index)
     return X, unseen
 
 

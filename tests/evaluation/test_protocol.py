@@ -134,6 +134,28 @@ def test_input_kinds_and_validation_set_are_passed():
     assert kinds["frame"] == (pd.DataFrame, pd.DataFrame)
 
 
+def test_fit_params_detectors_get_the_validation_set():
+    # The detector base's contract, fit(X, y=None, **fit_params): the protocol hands X_val through.
+    seen = {}
+
+    class Base:
+        input_kind = "frame"
+
+        def fit(self, X, y=None, **fit_params):
+            seen["y"], seen["params"] = y, sorted(fit_params)
+            seen["n_val"] = len(fit_params["X_val"])
+            return self
+
+        def decision_function(self, X):
+            return np.arange(len(X), dtype=float)
+
+    split = split_inliers(cars().y, 42)
+    run_protocol(cars(), {"base": Base}, seeds=(42,))
+    assert seen == {"y": None, "params": ["X_val"], "n_val": len(split.val)}
+    det = CategoryFrequency().fit(pd.DataFrame({"a": ["x", "y"]}), None, X_val=pd.DataFrame({"a": ["x"]}))
+    assert det.decision_function(pd.DataFrame({"a": ["x"]})).shape == (1,)
+
+
 def test_declared_categorical_int_columns_reach_frame_detectors_as_category():
     _Recorder.seen = []
     X = pd.DataFrame({"code": np.arange(40) % 4, "v": np.linspace(0.0, 1.0, 40)})
@@ -187,6 +209,17 @@ def test_registry_has_baselines_and_is_extensible():
         _DETECTORS.pop("test_const", None)
     with pytest.raises(ValueError, match="input_kind"):
         register_detector("x", CategoryFrequency, "sparse")
+
+
+def test_gnsm_entries_are_registered_once_by_the_registry():
+    from gnsm.core import PAPER_EPS
+    from gnsm.evaluation import get_detector_spec, make_gnsm, make_gnsm_paper
+    assert get_detector_spec("gnsm").factory is make_gnsm
+    assert get_detector_spec("gnsm-paper").factory is make_gnsm_paper
+    with pytest.raises(ValueError, match="already registered"):
+        register_detector("gnsm", make_gnsm, "frame")
+    det = make_detector("gnsm-paper", seed=5)
+    assert (det.scoring, det.eps, det.random_state) == ("paper", PAPER_EPS, 5)
 
 
 def test_gnsm_entry_resolves_lazily():

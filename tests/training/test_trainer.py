@@ -197,7 +197,6 @@ def test_metrics_file_and_progress(solar, tmp_path, capsys):
 def test_volume_training_from_files(tmp_path):
     import nibabel
 
-    rng = np.random.default_rng(0)
     vol = np.zeros((10, 9, 11), dtype=np.int16)
     vol[2:7, 3:8, 1:9] = 1
     vol[4:6, 4:6, 3:6] = 2

@@ -38,8 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from ...core import fit_standardizer
-from ...flows import CouplingFlow, HierarchicalGaussianPrior
-from ...flows.mixture_prior import DEFAULT_RADIUS, hgad_losses
+from ...flows import DEFAULT_RADIUS, CouplingFlow, HierarchicalGaussianPrior, hgad_losses
 from ..base import resolve_device, sub_state
 from ..validation import (as_float_tensor, check_float_param, check_int_param, check_labels, check_n_features,
                           check_same_length)

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ...data.masks import MaskCase
+from ...data import MaskCase
 from ...flows import positions_as_rows, sincos_positional_encoding
 
 __all__ = ["fit_positional_prior", "positional_nll", "position_code", "grid_index"]

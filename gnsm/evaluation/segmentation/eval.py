@@ -124,8 +124,8 @@ def _fit_or_load(params: dict, train: Any, model_dir: str | None, **fit_kw):
     """A fitted SegmentationQC: loaded from ``model_dir`` when it holds one, else fitted (and saved there)."""
     from pathlib import Path
 
-    from ...detectors import SegmentationQC
-    if model_dir is not None and (Path(model_dir) / "meta.json").is_file():
+    from ...detectors import META_FILE, SegmentationQC
+    if model_dir is not None and (Path(model_dir) / META_FILE).is_file():
         return SegmentationQC.load(model_dir, device=params.get("device", "auto")), 0.0
     det = SegmentationQC(**params)
     t0 = time.perf_counter()
