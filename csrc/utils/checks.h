@@ -1,5 +1,5 @@
 // Input validation shared by every op and both devices. Each check names the argument and the
-// expected value, and runs before any kernel is launched (STYLE.md: errors name the argument).
+// expected value, and runs before any kernel is launched.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -23,7 +23,7 @@ import torch
 
 from gnsm import _C  # noqa: F401  (loads the shared library that registers torch.ops.gnsm)
 
-DEFAULT_EPS = 1e-5
+from gnsm.core import PAPER_EPS as DEFAULT_EPS  # noqa: E402  (the one home of the paper's clip)
 _KINDS = ("kl", "mse")
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -361,3 +361,7 @@ def _norms_backward(ctx, grad_record, grad_position):
 
 
 torch.library.register_autograd("gnsm::score_norms", _norms_backward, setup_context=_norms_setup_context)
+
+
+__all__ = ["DEFAULT_EPS", "build_info", "gumbel_noise", "relax_from_labels", "relax_from_logits", "rng_state",
+           "score_matching_loss", "score_norms", "target_score"]

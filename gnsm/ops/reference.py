@@ -1,4 +1,4 @@
-"""Plain-PyTorch implementation of DESIGN.md section 1: the oracle for the fused ops' tests and the
+"""Plain-PyTorch implementation of the method (docs/design.md, section 1): the oracle for the fused ops' tests and the
 "eager" / "compiled" baselines of the benchmarks.
 
 Everything here works on explicit tensors (the Gumbel noise ``g`` is an argument), materializes the

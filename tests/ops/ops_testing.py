@@ -16,7 +16,7 @@ import torch
 import gnsm.ops as ops
 import gnsm.ops.reference as ref
 
-# The 10 fields of the paper's tabular benchmark layout (DESIGN section 1.1, issue 2 benchmark).
+# The 10 fields of the paper's tabular benchmark layout (docs/design.md, section 1.1).
 MANY_FIELDS = [12, 4, 8, 3, 3, 3, 2, 10, 5, 3]
 
 

@@ -1,5 +1,5 @@
 """``torch.compile`` of code that calls the fused ops (their ``register_fake`` shape functions and
-``register_autograd`` formulas in gnsm/ops.py): a training-step-like function traced with
+``register_autograd`` formulas in gnsm/ops/__init__.py): a training-step-like function traced with
 ``fullgraph=True`` (no graph breaks) by the inductor backend gives the eager result for the same
 rng_state, forward and backward. One compilation covers every op, to keep the suite fast on CPU.
 """

@@ -70,7 +70,7 @@ class TestLabels:
 
     def test_out_of_range_index_points_into_the_single_field_tensor(self, device):
         # For one field (labels (B, *spatial), field_sizes an int) the reported index must index the
-        # tensor the caller passed (STYLE.md: "found 9 at index (0, 3, 17)").
+        # tensor the caller passed (as in "found 9 at index (0, 3, 17)").
         labels = make_labels(2, 4, (5, 6), device)
         labels[1, 3, 4] = 7
         msg = _raises(ValueError, r"^labels: expected values in \[0, 4\).*found 7 at index", lambda: ops.relax_from_labels(labels, 4, 1.0))

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...core import FieldLayout, near_zero_scale
+from ...core import DETECTOR_EPS, FieldLayout, near_zero_scale
 from ...data import MaskCase, as_cases, as_cond
 from ..base import load_network, resolve_device, sub_state
 from ..heads import HEAD_OPTIONS, DensityHead, HGADHead, fit_hgad_head
@@ -143,7 +143,7 @@ class SegmentationQC(ScoreModelDetector):
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
                  tau_min: float = 2.0, n_score_temperatures: int | None = 5, n_noise_copies: int = 2,
-                 eps: float = 0.01, channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1,
+                 eps: float = DETECTOR_EPS, channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1,
                  cond_channels: int = 0, coord_channels: bool = False, positional_prior: bool = False,
                  patch_size: Sequence[int] | None = None, flip_axes: Sequence[int] = (),
                  window: Sequence[int] | None = None, n_steps: int = 2000, batch_size: int = 16,
