@@ -35,7 +35,6 @@ DTYPE_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.bfloat16: 2e-2, t
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device (skipped where none is present)")
-    config.addinivalue_line("markers", "slow: takes more than a few seconds")
 
 
 def pytest_runtest_setup(item):
