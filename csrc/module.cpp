@@ -4,6 +4,7 @@
 #include <pybind11/pybind11.h>
 
 #include "gnsm_config.h"
+#include "utils/checks.h"
 
 namespace py = pybind11;
 
@@ -15,6 +16,11 @@ PYBIND11_MODULE(_C, m) {
     info["cuda"] = static_cast<bool>(GNSM_WITH_CUDA);
     info["cuda_archs"] = GNSM_CUDA_ARCHS;
     info["torch_version"] = GNSM_TORCH_VERSION;
+    // The input bounds every op enforces (gnsm.core mirrors them; a test checks they agree).
+    info["max_field_size"] = gnsm::kMaxFieldSize;
+    info["max_channels"] = gnsm::kMaxChannels;
+    info["tau_min"] = gnsm::kTauMin;
+    info["tau_max"] = gnsm::kTauMax;
     return info;
   });
 }

@@ -20,6 +20,7 @@ RelaxArgs check_relax_from_labels(const at::Tensor& labels, at::IntArrayRef fiel
   TORCH_CHECK_VALUE(eps > 0 && eps < 1, "eps: expected a clip value in (0, 1), got ", eps);
   check_labels(labels, args.layout);
   check_tau(tau, labels.size(0), labels.device());
+  check_tau_range_on_host(tau);
   check_rng_state(rng_state, labels.device());
   args.dims = dims_of(relaxed_shape(labels, args.layout.channels), "labels");
   return args;
@@ -32,6 +33,7 @@ RelaxArgs check_relax_from_logits(const at::Tensor& logits, at::IntArrayRef fiel
   args.layout = check_field_sizes(field_sizes, logits.size(1), "logits");
   check_output_dtype(dtype, "dtype");
   check_tau(tau, logits.size(0), logits.device());
+  check_tau_range_on_host(tau);
   check_rng_state(rng_state, logits.device());
   check_finite(logits, "logits");
   args.dims = dims_of(logits.sizes(), "logits");

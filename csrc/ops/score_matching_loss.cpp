@@ -21,7 +21,9 @@ LossArgs check_score_matching_loss(const at::Tensor& output, const at::Tensor& r
   check_float_input(output, "output", output.device());
   args.layout = check_field_sizes(field_sizes, output.size(1), "output");
   check_tau(tau, output.size(0), output.device());
+  check_tau_range_on_host(tau);
   check_rng_state(rng_state, output.device());
+  check_finite_on_host(output, "output");
   args.dims = dims_of(output.sizes(), "output");
   return args;
 }

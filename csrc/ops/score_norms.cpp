@@ -12,6 +12,8 @@ NormArgs check_score_norms(const at::Tensor& output, at::IntArrayRef field_sizes
   check_float_input(output, "output", output.device());
   args.layout = check_field_sizes(field_sizes, output.size(1), "output");
   check_tau(tau, output.size(0), output.device());
+  check_tau_range_on_host(tau);
+  check_finite_on_host(output, "output");
   args.dims = dims_of(output.sizes(), "output");
   return args;
 }

@@ -25,6 +25,7 @@ NoiseArgs check_target_score(const at::Tensor& rng_state, at::IntArrayRef shape,
   NoiseArgs args = check_gumbel_noise(rng_state, shape);
   args.layout = check_field_sizes(field_sizes, shape[1], "shape");
   check_tau(tau, shape[0], rng_state.device());
+  check_tau_range_on_host(tau);
   return args;
 }
 

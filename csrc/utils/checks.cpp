@@ -43,6 +43,11 @@ FieldLayout check_field_sizes(at::IntArrayRef field_sizes, int64_t channels, con
   for (size_t j = 0; j < field_sizes.size(); ++j) {
     const int64_t k = field_sizes[j];
     TORCH_CHECK_VALUE(k >= 1, "field_sizes: expected every K_j >= 1, got K_", j, " = ", k);
+    TORCH_CHECK_VALUE(k <= kMaxFieldSize, "field_sizes: expected every K_j <= ", kMaxFieldSize,
+                      " (the largest supported field), got K_", j, " = ", k);
+    // Both terms are <= kMaxChannels here, so the sum cannot overflow.
+    TORCH_CHECK_VALUE(layout.channels + k < kMaxChannels, "field_sizes: expected fewer than ", kMaxChannels,
+                      " classes in all, got more after K_", j);
     layout.sizes.push_back(k);
     layout.channels += k;
     layout.offsets.push_back(layout.channels);
@@ -69,6 +74,16 @@ void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device) {
     const int64_t i = bad[0][0].item<int64_t>();
     TORCH_CHECK_VALUE(false, "tau: expected finite temperatures > 0, found ", tau[i].item<double>(), " at index ", i);
   }
+}
+
+void check_tau_range_on_host(const at::Tensor& tau) {
+  if (!tau.device().is_cpu() || tau.numel() == 0) return;
+  // Compared in tau's dtype, so a float32 tau of float32(kTauMin) is accepted.
+  const auto outside = at::logical_or(tau < kTauMin, tau > kTauMax);
+  if (!outside.any().item<bool>()) return;
+  const int64_t i = outside.nonzero()[0][0].item<int64_t>();
+  TORCH_CHECK_VALUE(false, "tau: expected temperatures in [", kTauMin, ", ", kTauMax, "], found ",
+                    tau[i].item<double>(), " at index ", i);
 }
 
 void check_rng_state(const at::Tensor& rng_state, const at::Device& device) {
@@ -98,6 +113,10 @@ void check_finite(const at::Tensor& t, const char* name) {
   for (auto i : where) v = v[i];
   TORCH_CHECK_VALUE(false, name, ": expected finite values, found ", v.item<double>(), " at index ",
                     shape_str(where));
+}
+
+void check_finite_on_host(const at::Tensor& t, const char* name) {
+  if (t.device().is_cpu()) check_finite(t, name);
 }
 
 void check_labels(const at::Tensor& labels, const FieldLayout& layout) {

@@ -27,11 +27,25 @@ struct Dims {
 
 Dims dims_of(at::IntArrayRef shape, const char* name);
 
-// field_sizes: each K_j >= 1; if channels >= 0, their sum must equal it.
+// Largest number of classes in one field, and the bound on their sum C (the CUDA kernels index
+// channels in 32 bits); gnsm.core.MAX_FIELD_SIZE mirrors kMaxFieldSize (build_info reports both).
+constexpr int64_t kMaxFieldSize = int64_t{1} << 16;
+constexpr int64_t kMaxChannels = int64_t{1} << 30;
+
+// Accepted temperatures, inclusive; gnsm.core.TAU_MIN / TAU_MAX mirror them (build_info reports both).
+constexpr double kTauMin = 1e-4;
+constexpr double kTauMax = 1e4;
+
+// field_sizes: each 1 <= K_j <= kMaxFieldSize, sum < kMaxChannels (checked without overflow); if
+// channels >= 0, their sum must equal it.
 FieldLayout check_field_sizes(at::IntArrayRef field_sizes, int64_t channels, const char* against);
 
 // tau: floating (float32/float64), shape (batch,), on `device`, finite and > 0.
 void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device);
+
+// tau within [kTauMin, kTauMax] (after check_tau). Host tensors only: a CUDA tau is range-checked by
+// the CUDA backend on the device, without a host sync.
+void check_tau_range_on_host(const at::Tensor& tau);
 
 // rng_state: int64 tensor of two elements ([seed, offset]) on `device`.
 void check_rng_state(const at::Tensor& rng_state, const at::Device& device);
@@ -41,6 +55,10 @@ void check_float_input(const at::Tensor& t, const char* name, const at::Device& 
 
 // Finite values only (NaN / inf rejected), with the first offending index in the message.
 void check_finite(const at::Tensor& t, const char* name);
+
+// check_finite for host tensors only (the CUDA backend checks its inputs on the device); used for
+// the network outputs given to score_matching_loss and score_norms.
+void check_finite_on_host(const at::Tensor& t, const char* name);
 
 // Integer labels (B, J, *spatial) with 0 <= labels[:, j] < K_j; names the first offending index.
 void check_labels(const at::Tensor& labels, const FieldLayout& layout);

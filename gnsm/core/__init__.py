@@ -3,7 +3,7 @@ schedule, atomic file writes, and the torch / BLAS thread settings."""
 from .io import atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, temp_pattern
 from .layout import (DETECTOR_EPS, MAX_FIELD_SIZE, MIN_RELATIVE_SCALE, PAPER_EPS, FieldLayout, as_field_sizes,
                      fit_standardizer, near_zero_scale, standardize)
-from .schedule import Schedule, check_temperatures
+from .schedule import TAU_MAX, TAU_MIN, Schedule, check_tau, check_temperatures
 from .threads import configure_threads, ensure_configured, limit_blas_threads
 
 __all__ = [
@@ -11,12 +11,15 @@ __all__ = [
     "MAX_FIELD_SIZE",
     "MIN_RELATIVE_SCALE",
     "PAPER_EPS",
+    "TAU_MAX",
+    "TAU_MIN",
     "FieldLayout",
     "Schedule",
     "as_field_sizes",
     "atomic_replace_dir",
     "atomic_write",
     "atomic_write_bytes",
+    "check_tau",
     "check_temperatures",
     "clean_stale_temps",
     "configure_threads",

@@ -1,4 +1,5 @@
-"""Temperature and noise-level schedules (docs/design.md), and the one check of a temperature range.
+"""Temperature and noise-level schedules (docs/design.md), the accepted temperatures, and the one
+check of a temperature range.
 
 Index 0 is the noisiest level. Models are conditioned on log(tau), so a trained network can be
 evaluated at any temperature inside the range it was trained on.
@@ -12,6 +13,24 @@ from numbers import Integral, Real
 
 import torch
 
+TAU_MIN = 1e-4
+TAU_MAX = 1e4
+"""Accepted temperatures, inclusive, in every op and schedule (the compiled ops enforce the same
+bounds: ``gnsm.ops.build_info()``). Far outside the temperatures GNSM trains at (2 to 20), and far
+enough from the float32 limits that no op overflows: 1 / tau, tau^2 K^2 and (a + g) / tau stay finite
+for every supported field size (docs/ops.md, input contract)."""
+
+
+def check_tau(value, name: str = "tau") -> float:
+    """A single temperature: a real number (not a bool) in ``[TAU_MIN, TAU_MAX]``, as a float.
+    Raises ``TypeError`` / ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, Real):
+        raise TypeError(f"{name}: expected a float or a tensor of temperatures, got {type(value).__name__} {value!r}")
+    x = float(value)
+    if not (TAU_MIN <= x <= TAU_MAX):  # also rejects NaN
+        raise ValueError(f"{name}: expected temperatures in [{TAU_MIN:g}, {TAU_MAX:g}], found {value}")
+    return x
+
 
 def _positive_finite(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (Real, torch.Tensor)):
@@ -23,11 +42,13 @@ def _positive_finite(value, name: str) -> float:
 
 
 def check_temperatures(tau_max: float, tau_min: float, n: int | None = None) -> tuple[float, float, int | None]:
-    """The one check of a temperature range: finite ``tau_max >= tau_min > 0`` and, when given, an
+    """The one check of a temperature range: ``TAU_MAX >= tau_max >= tau_min >= TAU_MIN`` and, when given, an
     integer number of levels ``n >= 1``. Returns ``(tau_max, tau_min, n)`` as float, float, int.
     Raises ``TypeError`` / ``ValueError`` naming the argument."""
     hi = _positive_finite(tau_max, "tau_max")
     lo = _positive_finite(tau_min, "tau_min")
+    check_tau(hi, "tau_max")
+    check_tau(lo, "tau_min")
     if hi < lo:
         raise ValueError(f"tau_max/tau_min: expected tau_max >= tau_min > 0, got {tau_max}, {tau_min}")
     if n is not None:

@@ -17,6 +17,7 @@ Conventions shared by every op:
 from __future__ import annotations
 
 import re
+from numbers import Real
 from typing import NamedTuple, Sequence
 
 import torch
@@ -24,6 +25,11 @@ import torch
 from gnsm import _C  # noqa: F401  (loads the shared library that registers torch.ops.gnsm)
 
 from gnsm.core import PAPER_EPS as DEFAULT_EPS  # noqa: E402  (the one home of the paper's clip)
+from gnsm.core import MAX_FIELD_SIZE, as_field_sizes, check_tau  # noqa: E402
+
+_BOUNDS = _C.build_info()  # the bounds the compiled checks enforce, for the fake (meta) checks below
+_MAX_FIELD_SIZE = int(_BOUNDS.get("max_field_size", MAX_FIELD_SIZE))
+_MAX_CHANNELS = int(_BOUNDS.get("max_channels", 2 ** 30))
 _KINDS = ("kl", "mse")
 _REDUCTIONS = ("mean", "sum", "none")
 
@@ -36,27 +42,39 @@ class RelaxedSample(NamedTuple):
 
 
 def _fields(field_sizes: int | Sequence[int]) -> tuple[list[int], bool]:
-    """Normalize ``field_sizes`` to a list and say whether the single-field (mask) layout is used."""
-    if isinstance(field_sizes, bool):
-        raise TypeError("field_sizes: expected an int or a sequence of ints, got a bool")
-    if isinstance(field_sizes, int):
-        return [int(field_sizes)], True
-    if isinstance(field_sizes, torch.Tensor):
-        field_sizes = field_sizes.tolist()
-    sizes = [int(k) for k in field_sizes]
-    if len(sizes) == 0:
-        raise ValueError("field_sizes: expected at least one field")
-    return sizes, False
+    """Normalize ``field_sizes`` to a list and say whether the single-field (mask) layout is used
+    (the rules of :func:`gnsm.core.as_field_sizes`: ints, numpy integers or 0-d integer tensors,
+    each in ``[1, MAX_FIELD_SIZE]``; bools, floats and strings raise ``TypeError``)."""
+    return as_field_sizes(field_sizes, "field_sizes")
+
+
+def _tensor(x, name: str, what: str) -> torch.Tensor:
+    """``x`` itself if it is a tensor of rank >= 1; a clear error naming ``name`` otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor {what}, got {type(x).__module__}.{type(x).__name__} "
+                        f"(convert it with torch.as_tensor)")
+    if x.dim() == 0:
+        raise ValueError(f"{name}: expected a tensor {what}, got a 0-d tensor")
+    return x
 
 
 def _tau(tau: float | torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """tau as a (B,) float32/float64 tensor. A number is range-checked here; a tensor's values are
+    checked by the op (on the CPU; on the device for CUDA)."""
     if isinstance(tau, torch.Tensor):
+        if tau.requires_grad and torch.is_grad_enabled():
+            # No op has a gradient with respect to the temperature: say so rather than leaving tau.grad None.
+            raise ValueError("tau: gradients with respect to the temperature are not supported, but tau requires "
+                             "grad (pass tau.detach())")
         if tau.dim() == 0:
             tau = tau.expand(batch)
         if not tau.is_floating_point():
             raise TypeError(f"tau: expected a floating-point tensor, got {tau.dtype}")
         return tau if tau.dtype == torch.float64 else tau.float()
-    return torch.full((batch,), float(tau), dtype=torch.float32, device=device)
+    if isinstance(tau, bool) or not isinstance(tau, Real):
+        raise TypeError(f"tau: expected a float or a tensor of shape (B,), got {type(tau).__name__} {tau!r} "
+                        f"(pass a list as torch.tensor(...))")
+    return torch.full((batch,), check_tau(tau), dtype=torch.float32, device=device)
 
 
 def rng_state(like: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -88,6 +106,7 @@ def relax_from_labels(labels: torch.Tensor, field_sizes: int | Sequence[int], ta
         ``RelaxedSample(y, rng_state)`` with y of shape ``(B, C, *spatial)``.
     """
     sizes, single = _fields(field_sizes)
+    _tensor(labels, "labels", "of integer labels, (B, *spatial) for one field or (B, J, *spatial)")
     if single:
         labels = labels.unsqueeze(1)
     tau_t = _tau(tau, labels.shape[0], labels.device)
@@ -134,6 +153,7 @@ def relax_from_logits(logits: torch.Tensor, field_sizes: int | Sequence[int], ta
     Differentiable with respect to ``logits`` (the reparameterized Gumbel-softmax gradient).
     """
     sizes, _ = _fields(field_sizes)
+    _tensor(logits, "logits", "of class logits (B, C, *spatial)")
     out_dtype = logits.dtype if dtype is None else dtype
     tau_t = _tau(tau, logits.shape[0], logits.device)
     return _with_state(logits, generator, rng_state, lambda state: torch.ops.gnsm.relax_from_logits(
@@ -152,7 +172,10 @@ def target_score(rng_state: torch.Tensor, shape: Sequence[int], field_sizes: int
                  tau: float | torch.Tensor) -> torch.Tensor:
     """Closed-form target score t = tau (K softmax(-g) - 1) per field (fp32, ``shape``)."""
     sizes, _ = _fields(field_sizes)
+    _tensor(rng_state, "rng_state", "[seed, offset]")
     shape = list(shape)
+    if len(shape) < 2:
+        raise ValueError(f"shape: expected (B, C, *spatial) with at least 2 dims, got {tuple(shape)}")
     device = rng_state.device
     return torch.ops.gnsm.target_score(rng_state, shape, sizes, _tau(tau, shape[0], device))
 
@@ -170,6 +193,8 @@ def score_matching_loss(output: torch.Tensor, rng_state: torch.Tensor, field_siz
             for one field given as an int, ``(B, J, *spatial)`` for a list of fields.
     """
     sizes, single = _fields(field_sizes)
+    _tensor(output, "output", "of network outputs (B, C, *spatial)")
+    _tensor(rng_state, "rng_state", "[seed, offset]")
     tau_t = _tau(tau, output.shape[0], output.device)
     if output.device.type == "cpu" and output.requires_grad and torch.is_grad_enabled():
         # The CPU is compute-bound: produce the gradient in the same pass as the loss rather than
@@ -188,14 +213,18 @@ class _LossWithGrad(torch.autograd.Function):
     @staticmethod
     def forward(ctx, output, rng_state, field_sizes, tau, kind, reduction):
         loss, grad = torch.ops.gnsm.score_matching_loss_with_grad(output, rng_state, field_sizes, tau, kind, reduction)
-        ctx.save_for_backward(grad)
+        ctx.save_for_backward(grad, output, rng_state, tau)
         ctx.field_sizes = field_sizes
+        ctx.kind = kind
         ctx.reduction = reduction
         return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        (grad,) = ctx.saved_tensors
+        grad, output, state, tau = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: a gradient that is itself differentiable
+            return (_differentiable_loss_grad(grad_loss, output, state, ctx.field_sizes, tau, ctx.kind, ctx.reduction),
+                    None, None, None, None, None)
         if ctx.reduction == "none":  # per (field, position) weights, spread over each field's classes
             sizes = torch.tensor(ctx.field_sizes, device=grad.device)
             weight = grad_loss if len(ctx.field_sizes) == 1 else grad_loss.repeat_interleave(sizes, dim=1)
@@ -215,6 +244,7 @@ def score_norms(output: torch.Tensor, field_sizes: int | Sequence[int],
         an int, or ``(B, J, *spatial)`` (per field and position) for a list of fields.
     """
     sizes, single = _fields(field_sizes)
+    _tensor(output, "output", "of network outputs (B, C, *spatial)")
     per_record, per_position = torch.ops.gnsm.score_norms(output, sizes, _tau(tau, output.shape[0], output.device))
     if single:
         per_position = per_position.squeeze(1)
@@ -228,6 +258,37 @@ def build_info() -> dict:
 
 # ---- fake (meta) implementations: shapes for torch.compile / FakeTensor tracing -------------------
 
+# The fakes also run as the Meta kernels, which the dispatcher picks whenever any input is on the meta
+# device: they repeat the C++ checks that need no values (field sizes, devices, with the same messages),
+# or a CPU input next to a meta tau would come back as an uninitialized CPU tensor.
+
+def _check_fields_fake(field_sizes, channels=None, against=""):
+    if len(field_sizes) == 0:
+        raise ValueError("field_sizes: expected at least one field")
+    total = 0
+    for j, k in enumerate(field_sizes):
+        if k < 1:
+            raise ValueError(f"field_sizes: expected every K_j >= 1, got K_{j} = {k}")
+        if k > _MAX_FIELD_SIZE:
+            raise ValueError(f"field_sizes: expected every K_j <= {_MAX_FIELD_SIZE} (the largest supported field), "
+                             f"got K_{j} = {k}")
+        total += k
+        if total >= _MAX_CHANNELS:
+            raise ValueError(f"field_sizes: expected fewer than {_MAX_CHANNELS} classes in all, got more after K_{j}")
+    if channels is not None and total != channels:
+        raise ValueError(f"field_sizes: the fields sum to {total} classes but {against} has {channels} channels in "
+                         "dim 1 (mismatched number of classes)")
+    return total
+
+
+def _check_devices_fake(device, tau=None, rng_state=None, grad=None):
+    for name, t in (("tau", tau), ("rng_state", rng_state)):
+        if t is not None and t.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device} (the inputs' device), got {t.device}")
+    if grad is not None and grad.device != device:
+        raise ValueError(f"grad: expected a tensor on {device}, got {grad.device}")
+
+
 @torch.library.register_fake("gnsm::rng_state")
 def _rng_state_fake(like, generator=None):
     return like.new_empty((2,), dtype=torch.int64)
@@ -235,11 +296,15 @@ def _rng_state_fake(like, generator=None):
 
 @torch.library.register_fake("gnsm::relax_from_labels")
 def _relax_from_labels_fake(labels, field_sizes, tau, rng_state, eps, dtype):
-    return labels.new_empty((labels.shape[0], sum(field_sizes), *labels.shape[2:]), dtype=dtype)
+    channels = _check_fields_fake(field_sizes)
+    _check_devices_fake(labels.device, tau, rng_state)
+    return labels.new_empty((labels.shape[0], channels, *labels.shape[2:]), dtype=dtype)
 
 
 @torch.library.register_fake("gnsm::relax_from_logits")
 def _relax_from_logits_fake(logits, field_sizes, tau, rng_state, dtype):
+    _check_fields_fake(field_sizes, logits.shape[1] if logits.dim() >= 2 else None, "logits")
+    _check_devices_fake(logits.device, tau, rng_state)
     return logits.new_empty(logits.shape, dtype=dtype)
 
 
@@ -250,6 +315,8 @@ def _gumbel_noise_fake(rng_state, shape):
 
 @torch.library.register_fake("gnsm::target_score")
 def _target_score_fake(rng_state, shape, field_sizes, tau):
+    _check_fields_fake(field_sizes, shape[1] if len(shape) >= 2 else None, "shape")
+    _check_devices_fake(rng_state.device, tau)
     return rng_state.new_empty(shape, dtype=torch.float32)
 
 
@@ -263,24 +330,33 @@ def _loss_dtype(output):
     return torch.float64 if output.dtype == torch.float64 else torch.float32
 
 
+def _check_output_fake(output, field_sizes, tau, rng_state=None, grad=None):
+    _check_fields_fake(field_sizes, output.shape[1] if output.dim() >= 2 else None, "output")
+    _check_devices_fake(output.device, tau, rng_state, grad)
+
+
 @torch.library.register_fake("gnsm::score_matching_loss")
 def _loss_fake(output, rng_state, field_sizes, tau, kind, reduction):
+    _check_output_fake(output, field_sizes, tau, rng_state)
     return output.new_empty(_loss_shape(output, field_sizes, reduction), dtype=_loss_dtype(output))
 
 
 @torch.library.register_fake("gnsm::score_matching_loss_with_grad")
 def _loss_with_grad_fake(output, rng_state, field_sizes, tau, kind, reduction):
+    _check_output_fake(output, field_sizes, tau, rng_state)
     return (output.new_empty(_loss_shape(output, field_sizes, reduction), dtype=_loss_dtype(output)),
             torch.empty_like(output))
 
 
 @torch.library.register_fake("gnsm::score_matching_loss_backward")
 def _loss_backward_fake(grad, output, rng_state, field_sizes, tau, kind, reduction):
+    _check_output_fake(output, field_sizes, tau, rng_state, grad)
     return torch.empty_like(output)
 
 
 @torch.library.register_fake("gnsm::score_norms")
 def _score_norms_fake(output, field_sizes, tau):
+    _check_output_fake(output, field_sizes, tau)
     dtype = _loss_dtype(output)
     return (output.new_empty((output.shape[0],), dtype=dtype),
             output.new_empty((output.shape[0], len(field_sizes), *output.shape[2:]), dtype=dtype))
@@ -299,13 +375,45 @@ def _loss_setup_context(ctx, inputs, output):
 def _loss_backward(ctx, grad):
     out, state, tau = ctx.saved_tensors
     grad_out = None
-    if ctx.needs_input_grad[0]:
+    if ctx.needs_input_grad[0] and torch.is_grad_enabled():  # create_graph=True: differentiable gradient
+        grad_out = _differentiable_loss_grad(grad, out, state, ctx.field_sizes, tau, ctx.kind, ctx.reduction)
+    elif ctx.needs_input_grad[0]:
         grad_out = torch.ops.gnsm.score_matching_loss_backward(grad.contiguous(), out, state, ctx.field_sizes, tau,
                                                                ctx.kind, ctx.reduction)
     return grad_out, None, None, None, None, None
 
 
 torch.library.register_autograd("gnsm::score_matching_loss", _loss_backward, setup_context=_loss_setup_context)
+
+
+def _differentiable_loss_grad(grad_loss: torch.Tensor, output: torch.Tensor, rng_state: torch.Tensor,
+                              field_sizes: Sequence[int], tau: torch.Tensor, kind: str, reduction: str) -> torch.Tensor:
+    """The loss gradient with respect to ``output`` from differentiable torch ops, for double backward
+    (``create_graph=True``): the fused kernels' gradient is a constant to autograd. Per field, with
+    p = softmax(l) and q = softmax(-g): kl gives p - q; mse, with d = s - t = tau K (p - q), gives
+    tau K p (d - <p, d>). Same math type as the kernels (fp32, fp64 for fp64 storage)."""
+    acc = torch.float64 if output.dtype == torch.float64 else torch.float32
+    l = output.to(acc)
+    g = torch.ops.gnsm.gumbel_noise(rng_state, list(output.shape)).to(acc)
+    tau_v = tau.to(acc).reshape(-1, *([1] * (output.dim() - 1)))
+    parts = []
+    for l_j, g_j in zip(torch.split(l, list(field_sizes), dim=1), torch.split(g, list(field_sizes), dim=1)):
+        p, q = l_j.softmax(dim=1), (-g_j).softmax(dim=1)
+        if kind == "kl":
+            parts.append(p - q)
+        else:
+            scale = tau_v * l_j.shape[1]
+            d = scale * (p - q)
+            parts.append(scale * p * (d - (p * d).sum(dim=1, keepdim=True)))
+    grad = torch.cat(parts, dim=1)
+    grad_loss = grad_loss.to(acc)
+    if reduction == "none":  # per (field, position) weights, spread over each field's classes
+        if grad_loss.dim() == output.dim() - 1:  # the single-field (B, *spatial) form
+            grad_loss = grad_loss.unsqueeze(1)
+        weight = grad_loss.repeat_interleave(torch.tensor(list(field_sizes), device=output.device), dim=1)
+    else:
+        weight = grad_loss / output.shape[0] if reduction == "mean" and output.shape[0] > 0 else grad_loss
+    return (grad * weight).to(output.dtype)
 
 
 def _segment_sum(x: torch.Tensor, field_sizes: Sequence[int]) -> torch.Tensor:
