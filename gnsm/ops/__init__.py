@@ -126,8 +126,12 @@ def _with_state(like: torch.Tensor, generator: torch.Generator | None, rng_state
     bumps an offset and must stay capturable, so it is not rolled back)."""
     if rng_state is not None:
         return RelaxedSample(call(rng_state), rng_state)
-    gen = generator if generator is not None else (torch.default_generator if like.device.type == "cpu" else None)
-    saved = gen.get_state() if gen is not None and gen.device.type == "cpu" else None
+    saved = gen = None
+    # Under torch.compile there is no rollback (Generator.get_state cannot be traced): the checks of a
+    # compiled graph ran when it was traced, so a rejected call there is a shape / dtype error anyway.
+    if not torch.compiler.is_compiling():
+        gen = generator if generator is not None else (torch.default_generator if like.device.type == "cpu" else None)
+        saved = gen.get_state() if gen is not None and gen.device.type == "cpu" else None
     state = torch.ops.gnsm.rng_state(like, generator)
     try:
         return RelaxedSample(call(state), state)
