@@ -43,8 +43,8 @@ FieldLayout check_field_sizes(at::IntArrayRef field_sizes, int64_t channels, con
 // tau: floating (float32/float64), shape (batch,), on `device`, finite and > 0.
 void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device);
 
-// tau within [kTauMin, kTauMax] (after check_tau). Host tensors only: a CUDA tau is range-checked by
-// the CUDA backend on the device, without a host sync.
+// tau within [kTauMin, kTauMax] (after check_tau). Host tensors only: for a CUDA tau this is left to
+// a device-side check of the CUDA backend (no host sync); not done there yet.
 void check_tau_range_on_host(const at::Tensor& tau);
 
 // rng_state: int64 tensor of two elements ([seed, offset]) on `device`.
@@ -56,8 +56,9 @@ void check_float_input(const at::Tensor& t, const char* name, const at::Device& 
 // Finite values only (NaN / inf rejected), with the first offending index in the message.
 void check_finite(const at::Tensor& t, const char* name);
 
-// check_finite for host tensors only (the CUDA backend checks its inputs on the device); used for
-// the network outputs given to score_matching_loss and score_norms.
+// check_finite for host tensors only, in one allocation-free pass (the slow path names the index);
+// used for the network outputs given to score_matching_loss and score_norms. For CUDA tensors this
+// is left to a device-side check of the CUDA backend (no host sync); not done there yet.
 void check_finite_on_host(const at::Tensor& t, const char* name);
 
 // Integer labels (B, J, *spatial) with 0 <= labels[:, j] < K_j; names the first offending index.

@@ -42,3 +42,20 @@ def test_schedule_validates_through_the_same_check():
         Schedule(n=0)
     with pytest.raises(ValueError, match="sigma_min"):
         Schedule(sigma_min=0.0)
+
+
+def test_check_tau_accepts_the_range_inclusive():
+    from gnsm.core import TAU_MAX, TAU_MIN, check_tau
+
+    assert (TAU_MIN, TAU_MAX) == (1e-4, 1e4)
+    assert check_tau(TAU_MIN) == TAU_MIN and check_tau(TAU_MAX) == TAU_MAX and check_tau(np.float32(2.0)) == 2.0
+    assert check_temperatures(TAU_MAX, TAU_MIN) == (TAU_MAX, TAU_MIN, None)
+
+
+@pytest.mark.parametrize("value, error", [(9.9e-5, ValueError), (1.01e4, ValueError), (float("nan"), ValueError),
+                                          (0.0, ValueError), ([1.0], TypeError), (True, TypeError), ("2", TypeError)])
+def test_check_tau_rejects_naming_the_argument(value, error):
+    from gnsm.core import check_tau
+
+    with pytest.raises(error, match=r"^temp: expected"):
+        check_tau(value, "temp")
