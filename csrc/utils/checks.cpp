@@ -4,6 +4,7 @@
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 
+#include <limits>
 #include <sstream>
 
 namespace gnsm {
@@ -143,16 +144,32 @@ bool all_finite_contiguous(const T* p, int64_t n) {
 
 }  // namespace
 
-void check_finite_on_host(const at::Tensor& t, const char* name) {
-  if (!t.device().is_cpu() || t.numel() == 0) return;
-  if (t.is_contiguous() && t.scalar_type() != at::kDouble) {
+at::Tensor non_finite_positions(const at::Tensor& output, const FieldLayout& layout) {
+  if (!output.device().is_cpu() || output.numel() == 0) return at::Tensor();
+  if (output.is_contiguous()) {
     bool ok = true;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "check_finite_on_host", [&] {
-      ok = all_finite_contiguous(t.const_data_ptr<scalar_t>(), t.numel());
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "non_finite_positions", [&] {
+      ok = all_finite_contiguous(output.const_data_ptr<scalar_t>(), output.numel());
     });
-    if (ok) return;
+    if (ok) return at::Tensor();  // a float64 value beyond float32's range takes the exact path below
   }
-  check_finite(t, name);  // float64 / strided input, or the slow path that names the first bad index
+  const at::Tensor bad = at::logical_not(at::isfinite(output));
+  if (!bad.any().item<bool>()) return at::Tensor();
+  std::vector<at::Tensor> per_field;
+  for (int64_t j = 0; j < layout.num_fields(); ++j) {
+    per_field.push_back(bad.narrow(1, layout.offsets[j], layout.sizes[j]).any(1));
+  }
+  return at::stack(per_field, 1);
+}
+
+void fill_nan_where(at::Tensor& t, const at::Tensor& mask) {
+  if (mask.defined()) t.masked_fill_(mask, std::numeric_limits<double>::quiet_NaN());
+}
+
+void fill_nan_where(at::Tensor& t, const at::Tensor& mask, const FieldLayout& layout) {
+  if (!mask.defined()) return;
+  const auto sizes = at::tensor(layout.sizes, at::kLong);
+  t.masked_fill_(mask.repeat_interleave(sizes, 1), std::numeric_limits<double>::quiet_NaN());
 }
 
 void check_labels(const at::Tensor& labels, const FieldLayout& layout) {

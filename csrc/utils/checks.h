@@ -56,10 +56,18 @@ void check_float_input(const at::Tensor& t, const char* name, const at::Device& 
 // Finite values only (NaN / inf rejected), with the first offending index in the message.
 void check_finite(const at::Tensor& t, const char* name);
 
-// check_finite for host tensors only, in one allocation-free pass (the slow path names the index);
-// used for the network outputs given to score_matching_loss and score_norms. For CUDA tensors this
-// is left to a device-side check of the CUDA backend (no host sync); not done there yet.
-void check_finite_on_host(const at::Tensor& t, const char* name);
+// Non-finite network outputs (score_matching_loss, score_norms) are not an input error: they give NaN
+// at the affected (field, position) entries and in every reduction over them, never a finite number,
+// so a diverging model is caught by its loss. non_finite_positions returns an undefined tensor when
+// every value of a host tensor `output` (B, C, *spatial) is finite (one allocation-free pass), else a
+// bool (B, J, *spatial) mask of the positions whose field holds a NaN or inf. For CUDA tensors it
+// returns undefined: left to a device-side check of the CUDA backend (no host sync); not done there yet.
+at::Tensor non_finite_positions(const at::Tensor& output, const FieldLayout& layout);
+
+// Fills `t` (B, J, *spatial) or, with layout, its (B, C, *spatial) expansion over each field's classes,
+// with NaN where `mask` (B, J, *spatial) is true. No-op for an undefined mask.
+void fill_nan_where(at::Tensor& t, const at::Tensor& mask);
+void fill_nan_where(at::Tensor& t, const at::Tensor& mask, const FieldLayout& layout);
 
 // Integer labels (B, J, *spatial) with 0 <= labels[:, j] < K_j; names the first offending index.
 void check_labels(const at::Tensor& labels, const FieldLayout& layout);

@@ -157,6 +157,7 @@ at::Tensor score_matching_loss_cpu(const at::Tensor& output_in, const at::Tensor
       run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, nullptr, nullptr, acc_t(0));
     });
   });
+  fill_nan_where(per_pos, non_finite_positions(output, args.layout));
   return reduce_loss(per_pos, args, acc_type);
 }
 
@@ -189,6 +190,7 @@ at::Tensor score_matching_loss_backward_cpu(const at::Tensor& grad_in, const at:
       run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, nullptr, g_p, w_p, w_scalar);
     });
   });
+  fill_nan_where(grad_l, non_finite_positions(output, args.layout), args.layout);
   return grad_l;
 }
 
@@ -219,6 +221,9 @@ std::tuple<at::Tensor, at::Tensor> score_matching_loss_with_grad_cpu(const at::T
       run_loss_tile<scalar_t>(t, args, seed, offset, l_p, tau_p, loss_p, g_p, nullptr, w);
     });
   });
+  const at::Tensor bad = non_finite_positions(output, args.layout);
+  fill_nan_where(per_pos, bad);
+  fill_nan_where(grad_l, bad, args.layout);
   return {reduce_loss(per_pos, args, acc_type), grad_l};
 }
 

@@ -70,6 +70,7 @@ std::tuple<at::Tensor, at::Tensor> score_norms_cpu(const at::Tensor& output_in, 
   at::Tensor sq = at::empty(shape, output.options().dtype(acc_type));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, output.scalar_type(), "score_norms_cpu",
                                   [&] { score_norms_impl<scalar_t>(output, tau, args, sq); });
+  fill_nan_where(sq, non_finite_positions(output, args.layout));
   at::Tensor per_record = sq.flatten(1).sum(1).sqrt_();
   return {per_record, sq.sqrt_()};
 }
