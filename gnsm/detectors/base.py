@@ -43,6 +43,7 @@ A subclass implements the hooks below; everything else is shared:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -50,7 +51,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -238,12 +239,13 @@ class BaseDetector(BaseEstimator):
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "BaseDetector":
         """Fit on training data ``X`` (``y`` is detector-specific, e.g. normal-class labels);
         ``fit_params`` are the detector's extra inputs (:meth:`fit_param_names`)."""
-        self._check_extra("fit", fit_params, self.fit_param_names())
-        self._check_contamination()
-        scores = self._fit(X, y, **fit_params)
-        if scores is None:
-            scores = self._score(X, **{k: v for k, v in fit_params.items() if k in self.score_param_names()})
-        self._set_training_scores(np.asarray(scores, dtype=np.float64))
+        with self._unchanged_on_error():
+            self._check_extra("fit", fit_params, self.fit_param_names())
+            self._check_contamination()
+            scores = self._fit(X, y, **fit_params)
+            if scores is None:
+                scores = self._score(X, **{k: v for k, v in fit_params.items() if k in self.score_param_names()})
+            self._set_training_scores(np.asarray(scores, dtype=np.float64))
         return self
 
     def decision_function(self, X: Any, **score_params: Any) -> np.ndarray:
@@ -360,6 +362,23 @@ class BaseDetector(BaseEstimator):
         return det
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """Put every attribute back as it was when the block raises (any error, also KeyboardInterrupt).
+
+        A refit that fails half-way would otherwise leave new parts beside old ones (a new encoder
+        beside the old network and threshold) that score, or save, a model nobody trained. Fitting
+        assigns new objects to the attributes rather than changing the old ones, so restoring the
+        attribute dict restores the fitted model; a first fit that fails leaves the detector unfitted.
+        """
+        before = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
     def _check_extra(self, method: str, given: dict[str, Any], accepted: tuple[str, ...]) -> None:
         unknown = sorted(set(given) - set(accepted))
         if unknown:

@@ -279,6 +279,40 @@ def test_resolve_device_cuda_without_gpu():
         resolve_device("cuda")
 
 
+class FailsAfterCentre(CentroidDistance):
+    """Replaces its fitted centre, then fails when ``fail`` is set (a refit that breaks half-way, e.g. killed
+    in training)."""
+
+    fail = True
+
+    def _fit(self, X, y=None):
+        super()._fit(X, y)
+        if self.fail:
+            self.extra_ = "half-made"
+            raise KeyboardInterrupt
+        return None
+
+
+def test_a_failed_refit_leaves_the_fitted_detector_unchanged(data):
+    X, Xt = data
+    det = FailsAfterCentre()
+    det.fail = False
+    det.fit(X)
+    before = det.decision_function(Xt)
+    det.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X * 10 + 5)
+    assert not hasattr(det, "extra_")
+    np.testing.assert_array_equal(det.decision_function(Xt), before)
+    with pytest.raises(ValueError, match="contamination"):  # a parameter error keeps the fitted state too
+        det.set_params(contamination=2.0).fit(X * 10 + 5)
+    np.testing.assert_array_equal(det.decision_function(Xt), before)
+    first = FailsAfterCentre()
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(X)
+    assert vars(first) == vars(FailsAfterCentre())  # a failed first fit leaves it unfitted
+
+
 # ---------------------------------------------------------------- atomic saves and corrupt folders
 
 class MetaHolder(CentroidDistance):
