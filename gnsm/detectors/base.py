@@ -59,7 +59,7 @@ from scipy.special import erf
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from ..core import atomic_replace_dir
+from ..core import atomic_replace_dir, interrupted_replace
 
 __all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE", "load_network", "resolve_device", "sub_state"]
 
@@ -335,6 +335,10 @@ class BaseDetector(BaseEstimator):
         """
         folder = Path(path)
         meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
+        aside = interrupted_replace(folder)
+        if aside is not None:
+            raise FileNotFoundError(f"path: {folder} not found; a save into it was interrupted and the model "
+                                    f"that was there is in {aside}: rename that folder to {folder.name}")
         for p in (meta_path, weights_path):
             if not p.is_file():
                 raise FileNotFoundError(f"path: {p} not found; expected a folder written by save()")

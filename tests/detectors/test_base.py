@@ -347,6 +347,16 @@ def test_failed_save_keeps_the_model_already_there(tmp_path, data, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["m"]  # no temporary sibling left behind
 
 
+def test_load_names_the_model_a_killed_save_set_aside(tmp_path, data):
+    folder = CentroidDistance().fit(data[0]).save(tmp_path / "m")
+    aside = tmp_path / ".m.k1ll.old"
+    os.replace(folder, aside)  # the state a SIGKILL between the two renames of save leaves
+    with pytest.raises(FileNotFoundError, match=r"interrupted.*\.m\.k1ll\.old: rename that folder to m"):
+        BaseDetector.load(folder)
+    os.replace(aside, folder)
+    BaseDetector.load(folder)
+
+
 def test_save_refuses_a_folder_with_other_files(tmp_path, data):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(ValueError, match="holds files"):
