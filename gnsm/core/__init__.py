@@ -1,6 +1,7 @@
 """Facts every layer shares: the categorical field layout and standardization, the temperature
 schedule, atomic file writes, and the torch / BLAS thread settings."""
-from .io import atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, temp_pattern
+from .io import (atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, interrupted_replace,
+                 temp_pattern)
 from .layout import (DETECTOR_EPS, MAX_FIELD_SIZE, MIN_RELATIVE_SCALE, PAPER_EPS, FieldLayout, as_field_sizes,
                      fit_standardizer, near_zero_scale, standardize)
 from .schedule import TAU_MAX, TAU_MIN, Schedule, check_tau, check_temperatures
@@ -25,6 +26,7 @@ __all__ = [
     "configure_threads",
     "ensure_configured",
     "fit_standardizer",
+    "interrupted_replace",
     "limit_blas_threads",
     "near_zero_scale",
     "standardize",

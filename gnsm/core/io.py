@@ -8,6 +8,9 @@
   folder renamed aside (``.<name>.<random>.old``), the new one renamed into place, and the old removed.
   A crash before the swap leaves the old folder untouched; a crash between the two renames leaves the
   complete old folder as the ``.old`` sibling.
+  A later successful replace of the same folder removes such leftovers once they are an hour old
+  (younger ones may belong to a save still running in another process); :func:`interrupted_replace`
+  finds the ``.old`` sibling when the folder itself is missing.
 * :func:`clean_stale_temps`: removes the temporaries a killed writer left behind.
 """
 from __future__ import annotations
@@ -20,9 +23,11 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_replace_dir", "atomic_write", "atomic_write_bytes", "clean_stale_temps", "temp_pattern"]
+__all__ = ["atomic_replace_dir", "atomic_write", "atomic_write_bytes", "clean_stale_temps", "interrupted_replace",
+           "temp_pattern"]
 
 PathLike = str | os.PathLike
+_LEFTOVER_AGE_S = 3600.0  # leftovers of a killed folder replace older than this are removed by the next one
 
 
 def temp_pattern(name: str) -> str:
@@ -90,7 +95,8 @@ def atomic_replace_dir(path: PathLike, fill: Callable[[Path], None], *,
     The old folder (if any) stays untouched until ``fill`` returned; on any error the temporary is
     removed and the error propagates. ``may_replace(path)``, when given, is asked before any work
     whether an existing, non-empty folder may be replaced (e.g. "it holds a saved model and nothing
-    else"); False raises ``ValueError``. A ``path`` that exists and is not a folder raises ``ValueError``.
+    else"); False raises ``ValueError``. A ``path`` that exists and is not a folder, or below a file,
+    raises ``ValueError``.
     """
     path = Path(path)
     if path.exists() and not path.is_dir():
@@ -99,6 +105,10 @@ def atomic_replace_dir(path: PathLike, fill: Callable[[Path], None], *,
         raise ValueError(f"{path}: the folder exists and holds files this writer did not make; "
                          "refusing to replace it (choose another folder or empty it)")
     parent = path.parent
+    if not parent.is_dir():
+        blocker = next((p for p in (parent, *parent.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise ValueError(f"{path}: cannot create the folder: {blocker} is a file, not a folder")
     parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent))
     old = None
@@ -120,6 +130,22 @@ def atomic_replace_dir(path: PathLike, fill: Callable[[Path], None], *,
         raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    for pattern in (temp_pattern(path.name), _old_pattern(path.name)):
+        clean_stale_temps(parent, pattern, min_age_s=_LEFTOVER_AGE_S)
+
+
+def _old_pattern(name: str) -> str:
+    return f".{_glob_escape(name)}.*.old"
+
+
+def interrupted_replace(path: PathLike) -> Path | None:
+    """When the folder ``path`` is missing: the complete old folder that an :func:`atomic_replace_dir`
+    killed between its two renames left as a ``.<name>.<random>.old`` sibling (the newest), else None."""
+    path = Path(path)
+    if path.exists() or not path.parent.is_dir():
+        return None
+    found = [p for p in path.parent.iterdir() if fnmatch.fnmatchcase(p.name, _old_pattern(path.name)) and p.is_dir()]
+    return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
 
 def clean_stale_temps(folder: PathLike, pattern: str, min_age_s: float = 0.0) -> list[Path]:

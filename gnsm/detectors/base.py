@@ -43,6 +43,7 @@ A subclass implements the hooks below; everything else is shared:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -50,7 +51,7 @@ import os
 import pickle
 import zipfile
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Iterator
 
 import numpy as np
 import torch
@@ -58,7 +59,7 @@ from scipy.special import erf
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 
-from ..core import atomic_replace_dir
+from ..core import atomic_replace_dir, interrupted_replace
 
 __all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE", "load_network", "resolve_device", "sub_state"]
 
@@ -238,12 +239,13 @@ class BaseDetector(BaseEstimator):
     def fit(self, X: Any, y: Any = None, **fit_params: Any) -> "BaseDetector":
         """Fit on training data ``X`` (``y`` is detector-specific, e.g. normal-class labels);
         ``fit_params`` are the detector's extra inputs (:meth:`fit_param_names`)."""
-        self._check_extra("fit", fit_params, self.fit_param_names())
-        self._check_contamination()
-        scores = self._fit(X, y, **fit_params)
-        if scores is None:
-            scores = self._score(X, **{k: v for k, v in fit_params.items() if k in self.score_param_names()})
-        self._set_training_scores(np.asarray(scores, dtype=np.float64))
+        with self._unchanged_on_error():
+            self._check_extra("fit", fit_params, self.fit_param_names())
+            self._check_contamination()
+            scores = self._fit(X, y, **fit_params)
+            if scores is None:
+                scores = self._score(X, **{k: v for k, v in fit_params.items() if k in self.score_param_names()})
+            self._set_training_scores(np.asarray(scores, dtype=np.float64))
         return self
 
     def decision_function(self, X: Any, **score_params: Any) -> np.ndarray:
@@ -333,6 +335,10 @@ class BaseDetector(BaseEstimator):
         """
         folder = Path(path)
         meta_path, weights_path = folder / META_FILE, folder / WEIGHTS_FILE
+        aside = interrupted_replace(folder)
+        if aside is not None:
+            raise FileNotFoundError(f"path: {folder} not found; a save into it was interrupted and the model "
+                                    f"that was there is in {aside}: rename that folder to {folder.name}")
         for p in (meta_path, weights_path):
             if not p.is_file():
                 raise FileNotFoundError(f"path: {p} not found; expected a folder written by save()")
@@ -360,6 +366,23 @@ class BaseDetector(BaseEstimator):
         return det
 
     # ------------------------------------------------------------------ helpers
+    @contextlib.contextmanager
+    def _unchanged_on_error(self) -> Iterator[None]:
+        """Put every attribute back as it was when the block raises (any error, also KeyboardInterrupt).
+
+        A refit that fails half-way would otherwise leave new parts beside old ones (a new encoder
+        beside the old network and threshold) that score, or save, a model nobody trained. Fitting
+        assigns new objects to the attributes rather than changing the old ones, so restoring the
+        attribute dict restores the fitted model; a first fit that fails leaves the detector unfitted.
+        """
+        before = dict(vars(self))
+        try:
+            yield
+        except BaseException:
+            vars(self).clear()
+            vars(self).update(before)
+            raise
+
     def _check_extra(self, method: str, given: dict[str, Any], accepted: tuple[str, ...]) -> None:
         unknown = sorted(set(given) - set(accepted))
         if unknown:

@@ -208,11 +208,10 @@ class GNSMDetector(ScoreModelDetector):
         ``score`` and, for k = 1..top_k, ``field_k`` (column name), ``value_k`` (the record's
         value) and ``contribution_k`` (z-score of the field against the training inliers).
         """
-        if int(top_k) < 1:
-            raise ValueError(f"top_k: expected >= 1, got {top_k}")
+        top_k = check_int_param(top_k, "top_k", low=1)  # before scoring: 2.5, "2" or True are caller mistakes
         contrib = self.field_contributions(X)
         scores = self.decision_function(X)
-        k = min(int(top_k), contrib.shape[1])
+        k = min(top_k, contrib.shape[1])
         C = contrib.to_numpy()
         order = np.argsort(-C, axis=1, kind="stable")[:, :k]
         names = np.asarray(contrib.columns, dtype=object)

@@ -16,8 +16,8 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-__all__ = ["as_float_tensor", "check_choice", "check_float_param", "check_int_param", "check_labels",
-           "check_n_features", "check_same_length"]
+__all__ = ["as_float_tensor", "check_bool_param", "check_choice", "check_float_param", "check_int_param",
+           "check_int_sequence_param", "check_labels", "check_n_features", "check_same_length"]
 
 
 def _first_index(mask: np.ndarray) -> tuple[int, ...]:
@@ -172,3 +172,24 @@ def check_choice(value: Any, name: str, choices: Sequence[Any], *, allow_none: b
         return value
     extra = " or None" if allow_none else ""
     raise ValueError(f"{name}: expected one of {list(choices)}{extra}, got {value!r}")
+
+
+def check_int_sequence_param(value: Any, name: str, *, low: int | None = None, allow_none: bool = False,
+                             allow_empty: bool = False) -> tuple[int, ...] | None:
+    """``value`` as a tuple of ints, each ``>= low`` (a list, tuple or 1-D array; a bare number, a string,
+    a bool or a float element raises ``ValueError`` naming ``name`` or ``name[i]``)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, np.ndarray) and value.ndim == 1:
+        value = value.tolist()
+    if not isinstance(value, (list, tuple)) or (not value and not allow_empty):
+        kind = "a sequence of integers" if allow_empty else "a non-empty sequence of integers"
+        raise ValueError(f"{name}: expected {kind}{' or None' if allow_none else ''}, got {value!r}")
+    return tuple(check_int_param(v, f"{name}[{i}]", low=low) for i, v in enumerate(value))
+
+
+def check_bool_param(value: Any, name: str) -> bool:
+    """``value`` if it is a bool (or numpy bool), else ``ValueError``: a string such as ``"no"`` is truthy."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise ValueError(f"{name}: expected True or False, got {value!r}")

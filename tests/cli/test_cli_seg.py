@@ -3,6 +3,7 @@ user errors that must exit with status 2 and a ``gnsm: error:`` line (no traceba
 from __future__ import annotations
 
 import gzip
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -155,9 +156,18 @@ def test_fit_seg_model_dir_is_checked_before_training(seg_model, tmp_path, capsy
 
 def test_score_seg_output_checks(seg_model, tmp_path, capsys):
     masks, model = seg_model
-    for out, words in ((tmp_path, "is a folder"), (tmp_path / "s.xlsx", "unsupported file type")):
+    afile = tmp_path / "afile"
+    afile.write_text("keep me")
+    for out, words in ((tmp_path, "is a folder"), (tmp_path / "s.xlsx", "unsupported file type"),
+                       (afile / "x.csv", "is not a folder"), ("/dev/full", "'full'")):
         code = main(["score-seg", str(masks), "--model-dir", str(model), "-o", str(out), "-q"])
         assert words in _user_error(capsys, code)
+    assert afile.read_text() == "keep me"
+    if Path("/dev/full").exists():
+        full = tmp_path / "scores.csv"
+        full.symlink_to("/dev/full")  # a table name on a device that is always full
+        code = main(["score-seg", str(masks), "--model-dir", str(model), "-o", str(full), "-q"])
+        assert "No space left on device" in _user_error(capsys, code)
     tsv = tmp_path / "s.tsv"
     assert main(["score-seg", str(masks), "--model-dir", str(model), "-o", str(tsv), "-q"]) == 0
     assert tsv.read_text().splitlines()[0].split("\t") == ["file", "score", "is_poor", "flagged_voxels"]

@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from gnsm.core import atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, temp_pattern
+from gnsm.core import (atomic_replace_dir, atomic_write, atomic_write_bytes, clean_stale_temps, interrupted_replace,
+                       temp_pattern)
 
 
 class Boom(RuntimeError):
@@ -88,6 +89,41 @@ def test_atomic_replace_dir_rejects_a_file_and_a_foreign_folder(tmp_path):
     empty.mkdir()
     atomic_replace_dir(empty, _fill({"meta.json": b"{}"}), may_replace=lambda p: False)
     assert (empty / "meta.json").exists()
+
+
+@pytest.mark.parametrize("below", ["m", "sub/m"])
+def test_atomic_replace_dir_below_a_file_is_a_named_error(tmp_path, below):
+    afile = tmp_path / "afile"
+    afile.write_bytes(b"keep me")
+    called = []
+    with pytest.raises(ValueError, match=f"afile/{below}: cannot create the folder: .*afile is a file"):
+        atomic_replace_dir(afile / below, lambda f: called.append(f))
+    assert not called and afile.read_bytes() == b"keep me"
+
+
+def test_atomic_replace_dir_removes_old_leftovers_of_a_killed_replace(tmp_path):
+    target = tmp_path / "m"
+    old_tmp, old_aside, fresh = tmp_path / ".m.k1.tmp", tmp_path / ".m.k2.old", tmp_path / ".m.k3.tmp"
+    for leftover in (old_tmp, old_aside, fresh):
+        leftover.mkdir()
+        (leftover / "weights.pt").write_bytes(b"5 MB of a killed save")
+    hour_ago = time.time() - 3700
+    for leftover in (old_tmp, old_aside):
+        os.utime(leftover, (hour_ago, hour_ago))
+    atomic_replace_dir(target, _fill({"meta.json": b"{}"}))
+    # a young one may be a save still running in another process
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".m.k3.tmp", "m"]
+
+
+def test_interrupted_replace_finds_the_folder_set_aside(tmp_path):
+    target = tmp_path / "m"
+    assert interrupted_replace(target) is None
+    aside = tmp_path / ".m.x1.old"  # what a kill between the two renames leaves: the old folder, no m
+    aside.mkdir()
+    (tmp_path / ".other.x2.old").mkdir()
+    assert interrupted_replace(target) == aside
+    target.mkdir()
+    assert interrupted_replace(target) is None  # only for a missing folder
 
 
 def test_clean_stale_temps(tmp_path):

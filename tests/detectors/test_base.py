@@ -279,6 +279,40 @@ def test_resolve_device_cuda_without_gpu():
         resolve_device("cuda")
 
 
+class FailsAfterCentre(CentroidDistance):
+    """Replaces its fitted centre, then fails when ``fail`` is set (a refit that breaks half-way, e.g. killed
+    in training)."""
+
+    fail = True
+
+    def _fit(self, X, y=None):
+        super()._fit(X, y)
+        if self.fail:
+            self.extra_ = "half-made"
+            raise KeyboardInterrupt
+        return None
+
+
+def test_a_failed_refit_leaves_the_fitted_detector_unchanged(data):
+    X, Xt = data
+    det = FailsAfterCentre()
+    det.fail = False
+    det.fit(X)
+    before = det.decision_function(Xt)
+    det.fail = True
+    with pytest.raises(KeyboardInterrupt):
+        det.fit(X * 10 + 5)
+    assert not hasattr(det, "extra_")
+    np.testing.assert_array_equal(det.decision_function(Xt), before)
+    with pytest.raises(ValueError, match="contamination"):  # a parameter error keeps the fitted state too
+        det.set_params(contamination=2.0).fit(X * 10 + 5)
+    np.testing.assert_array_equal(det.decision_function(Xt), before)
+    first = FailsAfterCentre()
+    with pytest.raises(KeyboardInterrupt):
+        first.fit(X)
+    assert vars(first) == vars(FailsAfterCentre())  # a failed first fit leaves it unfitted
+
+
 # ---------------------------------------------------------------- atomic saves and corrupt folders
 
 class MetaHolder(CentroidDistance):
@@ -311,6 +345,16 @@ def test_failed_save_keeps_the_model_already_there(tmp_path, data, monkeypatch):
     monkeypatch.undo()
     np.testing.assert_array_equal(BaseDetector.load(folder).decision_function(Xt), before)
     assert sorted(os.listdir(tmp_path)) == ["m"]  # no temporary sibling left behind
+
+
+def test_load_names_the_model_a_killed_save_set_aside(tmp_path, data):
+    folder = CentroidDistance().fit(data[0]).save(tmp_path / "m")
+    aside = tmp_path / ".m.k1ll.old"
+    os.replace(folder, aside)  # the state a SIGKILL between the two renames of save leaves
+    with pytest.raises(FileNotFoundError, match=r"interrupted.*\.m\.k1ll\.old: rename that folder to m"):
+        BaseDetector.load(folder)
+    os.replace(aside, folder)
+    BaseDetector.load(folder)
 
 
 def test_save_refuses_a_folder_with_other_files(tmp_path, data):

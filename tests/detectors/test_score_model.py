@@ -36,7 +36,10 @@ COMMON_BAD = [
 TABULAR_BAD = COMMON_BAD + [("width", 0), ("width", 64.0), ("depth", -1), ("dropout", 1.0), ("n_steps", "many")]
 SEG_BAD = COMMON_BAD + [("channels", ()), ("channels", (8, 0)), ("num_res_blocks", 0), ("cond_channels", -1),
                         ("num_classes", 1), ("score_batch_size", 0), ("pixel_contamination", 0.0),
-                        ("n_steps", "auto")]
+                        ("n_steps", "auto"), ("patch_size", (4.5, 4)), ("patch_size", 4), ("patch_size", (0, 4)),
+                        ("patch_size", ()), ("window", 2.5), ("window", (True, 4)), ("window", (8, -1)),
+                        ("flip_axes", (0.5,)), ("flip_axes", 0), ("flip_axes", (-1,)), ("coord_channels", "yes"),
+                        ("positional_prior", "no")]
 
 
 @pytest.mark.parametrize("name, value", TABULAR_BAD)
@@ -72,6 +75,14 @@ def test_valid_edge_values_pass_the_checks(monkeypatch):
                        tau_max=2.0, tau_min=2.0, random_state=None, device="cpu", head_options={"n_blocks": 2})
     with pytest.raises(AssertionError, match="work started"):
         det.fit(TABLE)
+
+
+def test_valid_segmentation_sizes_pass_the_checks(monkeypatch):
+    _no_work(monkeypatch)
+    det = SegmentationQC(patch_size=np.array([4, 4]), window=[np.int64(6), 6], flip_axes=(), coord_channels=np.bool_(1),
+                         positional_prior=True, device="cpu")
+    with pytest.raises(AssertionError, match="work started"):
+        det.fit(MASKS)
 
 
 def test_every_hgad_head_option_is_a_detector_parameter():

@@ -64,6 +64,40 @@ def test_reordered_categories_in_meta_are_refused(tmp_path):
         GNSMDetector.load(folder)
 
 
+def test_a_failed_fit_and_save_keep_the_model_already_saved(tmp_path):
+    """Fit and save to m, then fit on a table with a Timestamp column and save to m: the old model survives."""
+    X = _table()
+    folder = GNSMDetector(**TINY).fit(X).save(tmp_path / "m")
+    before = GNSMDetector.load(folder).decision_function(X)
+    bad = X.copy()
+    bad["when"] = pd.Series([pd.Timestamp("2024-01-01") + pd.Timedelta(days=i % 3) for i in range(len(X))],
+                            dtype=object)
+    with pytest.raises(ValueError, match="column 'when' holds Timestamp values"):
+        GNSMDetector(**TINY).fit(bad)
+    np.testing.assert_array_equal(GNSMDetector.load(folder).decision_function(X), before)
+    # the same instance refitted: the failed fit leaves it as it was (not a new encoder beside the old
+    # network), so it still scores and saves the model it holds
+    det = GNSMDetector.load(folder)
+    with pytest.raises(ValueError, match="column 'when' holds Timestamp values"):
+        det.fit(bad)
+    np.testing.assert_array_equal(det.decision_function(X), before)
+    det.save(folder)
+    np.testing.assert_array_equal(GNSMDetector.load(folder).decision_function(X), before)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 2.5, "2", True, None])
+def test_explain_top_k_is_validated_before_scoring(top_k, monkeypatch):
+    det = GNSMDetector(**TINY).fit(_table())
+
+    def no_scoring(*args, **kwargs):
+        raise AssertionError("scored before top_k was checked")
+
+    monkeypatch.setattr(GNSMDetector, "field_contributions", no_scoring)
+    with pytest.raises(ValueError, match=r"^top_k: expected an integer >= 1"):
+        det.explain(_table(), top_k=top_k)
+
+
 # ---------------------------------------------------------------------------- property-based
 
 _CATEGORY = st.one_of(st.sampled_from(["a", "b", "c", "d"]), st.integers(-3, 3), st.booleans())

@@ -58,7 +58,8 @@ from ...data import MaskCase, as_cases, as_cond
 from ..base import load_network, resolve_device, sub_state
 from ..heads import HEAD_OPTIONS, DensityHead, HGADHead, fit_hgad_head
 from ..score_model import ScoreModelDetector
-from ..validation import check_choice, check_float_param, check_int_param
+from ..validation import (check_bool_param, check_choice, check_float_param, check_int_param,
+                          check_int_sequence_param)
 from .positional import fit_positional_prior, position_code, positional_nll
 from .windows import blend_weight, window_grid
 
@@ -204,6 +205,13 @@ class SegmentationQC(ScoreModelDetector):
             raise ValueError(f"channels: expected a non-empty sequence of positive ints, got {self.channels!r}")
         for i, c in enumerate(channels):
             check_int_param(c, f"channels[{i}]", low=1)
+        # Sizes and axes are checked here, before any data is read; their count (the spatial rank) once the
+        # cases are known.
+        check_int_sequence_param(self.patch_size, "patch_size", low=1, allow_none=True)
+        check_int_sequence_param(self.window, "window", low=1, allow_none=True)
+        check_int_sequence_param(self.flip_axes, "flip_axes", low=0, allow_empty=True)
+        check_bool_param(self.coord_channels, "coord_channels")
+        check_bool_param(self.positional_prior, "positional_prior")
 
     def _network_params(self) -> set[str]:
         return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
@@ -256,13 +264,14 @@ class SegmentationQC(ScoreModelDetector):
         fixed = sorted(self._network_params() & set(params))
         if fixed:
             raise ValueError(f"refit_scoring: {fixed} change the network; fit a new detector instead")
-        self.set_params(**params)
-        self._check_score_model_params()
-        self._check_params()
-        cases, conds = self._cases(X, cond, "X", "cond")
-        labels = self._check_head_labels(y, len(cases))  # before the feature maps
-        val = None if X_val is None else self._cases(X_val, cond_val, "X_val", "cond_val")
-        self._set_training_scores(np.asarray(self._fit_scoring(cases, conds, labels, val), dtype=np.float64))
+        with self._unchanged_on_error():  # a failed refit keeps the old parameters and scoring
+            self.set_params(**params)
+            self._check_score_model_params()
+            self._check_params()
+            cases, conds = self._cases(X, cond, "X", "cond")
+            labels = self._check_head_labels(y, len(cases))  # before the feature maps
+            val = None if X_val is None else self._cases(X_val, cond_val, "X_val", "cond_val")
+            self._set_training_scores(np.asarray(self._fit_scoring(cases, conds, labels, val), dtype=np.float64))
         return self
 
     # ------------------------------------------------------------------ BaseDetector hooks
