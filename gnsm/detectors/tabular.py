@@ -54,7 +54,7 @@ from .heads import HEAD_KINDS, DensityHead
 from .score_model import SCORINGS, ScoreModelDetector
 from .validation import check_float_param, check_int_param
 
-__all__ = ["GNSMDetector", "SCORINGS", "HEADS", "check_storable_categories"]
+__all__ = ["GNSMDetector", "SCORINGS", "HEADS", "check_storable_categories", "fit_marginals"]
 
 HEADS = HEAD_KINDS
 _STORABLE = (str, int, float, bool)  # category / column types that read back from JSON as themselves
@@ -78,6 +78,20 @@ def check_storable_categories(encoder: TabularEncoder) -> None:
             raise ValueError(f"X: column {col!r} holds {type(odd[0]).__name__} values (e.g. {odd[0]!r}), which "
                              "cannot be saved with the model and read back as the same category; convert the "
                              f"column first, e.g. X[{col!r}].astype(str)")
+
+
+def fit_marginals(codes: np.ndarray, field_sizes: Sequence[int], alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """Smoothed per-field marginals of training codes (n, J): ``-log p_j(c)`` for every slot, concatenated in
+    field order (sum K_j,), with ``p_j(c) = (count_j(c) + alpha) / (n + alpha K_j)``, and each field's entropy
+    ``H_j = sum_c p_j(c) (-log p_j(c))`` (J,). A value never seen (the reserved slot, or any value but a
+    constant column's one) gets ``log((n + alpha K_j) / alpha)``, about ``log n``."""
+    n = codes.shape[0]
+    nll, ent = [], []
+    for j, k in enumerate(field_sizes):
+        p = (np.bincount(codes[:, j], minlength=k).astype(np.float64) + alpha) / (n + alpha * k)
+        nll.append(-np.log(p))
+        ent.append(float((p * -np.log(p)).sum()))
+    return np.concatenate(nll) if nll else np.zeros(0), np.asarray(ent, dtype=np.float64)
 
 
 class GNSMDetector(ScoreModelDetector):
@@ -125,7 +139,7 @@ class GNSMDetector(ScoreModelDetector):
                  n_steps: int | str = "auto", batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-4, ema_decay: float = 0.995,
                  categorical: Sequence[Any] | None = None, numerical: Sequence[Any] | None = None,
-                 unseen: str = "unknown", missing: str = "category",
+                 unseen: str = "unknown", missing: str = "category", rarity_weight: float = 0.0,
                  device: str = "auto", random_state: int | None = 0, verbose: bool = False) -> None:
         super().__init__(contamination=contamination)
         self.scoring = scoring
@@ -151,6 +165,7 @@ class GNSMDetector(ScoreModelDetector):
         self.numerical = numerical
         self.unseen = unseen
         self.missing = missing
+        self.rarity_weight = rarity_weight
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -160,6 +175,7 @@ class GNSMDetector(ScoreModelDetector):
         check_int_param(self.width, "width", low=1)
         check_int_param(self.depth, "depth", low=0)
         check_float_param(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        check_float_param(self.rarity_weight, "rarity_weight", low=0.0)
 
     # ------------------------------------------------------------------ public API
     def fit(self, X: Any, y: Any = None, *, X_val: Any = None) -> "GNSMDetector":
@@ -245,6 +261,12 @@ class GNSMDetector(ScoreModelDetector):
         codes = torch.as_tensor(enc.codes, dtype=torch.long)
         num = torch.as_tensor(enc.numerical, dtype=torch.float32)
         val = None if X_val is None else self._encode(X_val)
+        # Kept constant numerical columns count as two-slot fields (the training value / any other value),
+        # so a deviation there weighs like a category never seen in training.
+        self.constant_numerical_ = [d for d, c in enumerate(self.encoder_.numerical_columns)
+                                    if c in self.encoder_.constant_columns_]
+        self.marginal_nll_, self.marginal_entropy_ = fit_marginals(
+            self._rarity_codes(codes, num), self.field_sizes_ + [2] * len(self.constant_numerical_))
 
         from ..models import TabularResMLP
         self.model_ = TabularResMLP(self.field_sizes_, self.n_numerical_, width=int(self.width), depth=int(self.depth),
@@ -261,17 +283,53 @@ class GNSMDetector(ScoreModelDetector):
         train_scores = self._fit_head(F.reshape(len(F), -1),
                                       None if F_val is None else F_val.reshape(len(F_val), -1), labels)
         self.fit_time_ = time.perf_counter() - t0
-        return train_scores
+        return train_scores + self._rarity_term(codes, num)
 
     def _score(self, X: Any) -> np.ndarray:
         codes, num = self._encode(X)
         F = self._features(codes, num)
-        return self._head_score(F.reshape(len(F), -1))
+        return self._head_score(F.reshape(len(F), -1)) + self._rarity_term(codes, num)
+
+    def rarity(self, X: Any) -> np.ndarray:
+        """Per-record, per-field rarity (n, J) in nats: ``max(0, -log p_j(x_j) - H_j)``, the surprise of the
+        field's value under its smoothed training marginal beyond the field's entropy (0 for common values;
+        see :func:`fit_marginals`). Columns: ``encoder_.categorical_columns``, then the numerical columns that
+        were constant in training (a value other than the training one counts like an unseen category)."""
+        self._check_fitted("rarity")
+        return self._rarity_fields(*self._encode(X))
+
+    def _rarity_codes(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        """Codes of the rarity fields: the categorical codes, then 0 / 1 (training value / other) per constant
+        numerical column (its z-score is exactly 0 at the training value)."""
+        const = list(getattr(self, "constant_numerical_", []))
+        if not const:
+            return codes.numpy()
+        other = (num[:, const].abs() > 1e-4).long()
+        return torch.cat([codes, other], dim=1).numpy()
+
+    def _rarity_fields(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        rcodes = self._rarity_codes(codes, num)
+        if getattr(self, "marginal_nll_", None) is None:  # a model saved before the term existed
+            return np.zeros(rcodes.shape)
+        sizes = list(self.field_sizes_) + [2] * (rcodes.shape[1] - codes.shape[1])
+        offsets = np.cumsum([0] + sizes)[:-1]
+        nll = self.marginal_nll_[rcodes + offsets[None, :]]
+        return np.maximum(nll - self.marginal_entropy_[None, :], 0.0)
+
+    def _rarity_term(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        """``rarity_weight * T * sum_j rarity_j``: the denoising score sums T per-field terms (one per scoring
+        temperature), so the marginal surprise enters at the same per-level scale."""
+        w = float(self.rarity_weight)
+        if w == 0.0 or self.scoring == "paper" or self.head_kind_ != "loss":  # other scores are not in nats
+            return np.zeros(codes.shape[0])
+        return w * len(self._score_indices()) * self._rarity_fields(codes, num).sum(axis=1)
 
     def _state_tensors(self) -> dict[str, Tensor]:
         out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         out["field_mean"] = torch.as_tensor(self.field_mean_)
         out["field_scale"] = torch.as_tensor(self.field_scale_)
+        out["marginal_nll"] = torch.as_tensor(self.marginal_nll_)
+        out["marginal_entropy"] = torch.as_tensor(self.marginal_entropy_)
         out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         return out
 
@@ -284,6 +342,7 @@ class GNSMDetector(ScoreModelDetector):
             "field_names": [str(c) if not isinstance(c, int) else c for c in self.field_names_],
             "head": self.head_.state_meta(),
             "train_info": self.train_info_,
+            "constant_numerical": list(self.constant_numerical_),
         }
         return meta
 
@@ -298,6 +357,9 @@ class GNSMDetector(ScoreModelDetector):
         self.model_ = load_network(self.model_config_, sub_state(tensors, "model."), self._dev)
         self.field_mean_ = tensors["field_mean"].numpy()
         self.field_scale_ = tensors["field_scale"].numpy()
+        self.constant_numerical_ = [int(d) for d in meta.get("constant_numerical", [])]
+        self.marginal_nll_ = tensors["marginal_nll"].numpy() if "marginal_nll" in tensors else None
+        self.marginal_entropy_ = tensors["marginal_entropy"].numpy() if "marginal_entropy" in tensors else None
         self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
                                             meta["head"], device=self._dev)
 

@@ -116,11 +116,29 @@ def test_all_numeric_table_raises():
         GNSMDetector(**SMALL, n_steps=5).fit(X)
 
 
-def test_single_valued_column_dropped(cars):
+@pytest.mark.parametrize("column, normal, odd", [("status", "ok", "failed"), ("level", 3.0, 3.5)])
+def test_constant_column_kept_and_a_deviation_there_is_seen(cars, column, normal, odd):
+    """A column with one value in training is kept: records that differ from normal ones only there score
+    above every normal record (AUROC 100)."""
+    train = cars["train"].assign(**{column: normal})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing is dropped
+        det = GNSMDetector(**SMALL, n_steps=30, random_state=0).fit(train)
+    assert column in det.field_names_ and det.encoder_.constant_columns_ == [column]
+    inliers = cars["test"][cars["y_test"] == 0]
+    X = pd.concat([inliers.assign(**{column: normal}), inliers.assign(**{column: odd})], ignore_index=True)
+    y = np.r_[np.zeros(len(inliers)), np.ones(len(inliers))]
+    assert auroc(y, det.decision_function(X)) == 1.0
+
+
+def test_single_valued_column_dropped_on_request(cars):
     X = cars["train"].assign(const="x")
+    det = GNSMDetector(**SMALL, n_steps=5, random_state=0)
+    det.encoder_params_ = None
+    from gnsm.data import TabularEncoder
     with pytest.warns(UserWarning, match="const"):
-        det = GNSMDetector(**SMALL, n_steps=5, random_state=0).fit(X)
-    assert "const" not in det.field_names_
+        enc = TabularEncoder(constant="drop").fit(X)
+    assert "const" not in enc.categorical_columns
 
 
 def test_mixed_table_with_numericals():
