@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rare-fields", type=int, default=5)
     p.add_argument("--anomaly-fraction", type=float, default=0.01)
     p.add_argument("--baselines", nargs="*", default=list(BASELINES))
-    p.add_argument("--rarity-weights", nargs="*", type=float, default=[0.0, 0.5, 1.0],
+    p.add_argument("--rarity-weights", nargs="*", type=float, default=[0.0, 0.5, 2.0],
                    help="extra GNSM rows: the same fit scored with these rarity_weight values")
     p.add_argument("--n-steps", default="auto", help="GNSMDetector n_steps (default: the package's 'auto')")
     p.add_argument("--seed", type=int, default=0)

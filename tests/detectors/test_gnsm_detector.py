@@ -323,3 +323,45 @@ def test_auto_steps_scale_with_rows_and_columns():
     assert det._auto_steps(5_000) == 2000                   # wide table: 40 steps per column
     assert det._auto_steps(1_000_000) == 3000               # the cap
     assert GNSMDetector(n_steps=77)._auto_steps(10 ** 6) == 77
+
+
+# ------------------------------------------------------------------ rarity term, fit sample, chunked scoring
+def test_fit_rarity_counts_only_rare_values():
+    from gnsm.detectors.tabular import fit_rarity
+    codes = np.zeros((4000, 1), dtype=np.int64)
+    codes[:2000, 0] = 1
+    codes[0, 0] = 2  # seen once: rare (c = 0.1 % of 4000 = 4)
+    r = fit_rarity(codes, [4])  # slot 3 never seen
+    np.testing.assert_allclose(r, [0.0, 0.0, np.log(5 / 2), np.log(5)])
+    assert fit_rarity(codes[:10], [4])[3] == pytest.approx(np.log(2))  # c is at least 1
+
+
+def test_rarity_weight_adds_the_rarity_term(cars):
+    det = GNSMDetector(**SMALL, n_steps=30, random_state=0).fit(cars["train"])
+    rec = cars["test"].iloc[[0, 1]].copy()
+    rec.loc[rec.index[0], "safety"] = "never-seen"
+    with_term = det.decision_function(rec)
+    rarity = det.rarity(rec)
+    j = det.encoder_.categorical_columns.index("safety")
+    assert rarity[0, j] == pytest.approx(np.log(2)) and rarity[1].sum() == 0  # c = max(1, 0.1 % of ~960 rows)
+    det.set_params(rarity_weight=0.0)
+    without = det.decision_function(rec)
+    np.testing.assert_allclose(with_term - without, rarity.sum(axis=1) * len(det._score_indices()))
+
+
+def test_fit_score_rows_samples_the_threshold_rows(cars):
+    det = GNSMDetector(**SMALL, n_steps=5, random_state=0, fit_score_rows=300, contamination=0.1).fit(cars["train"])
+    idx = det.fit_score_index_
+    assert len(det.decision_scores_) == 300 and len(np.unique(idx)) == 300 and (np.diff(idx) > 0).all()
+    assert det.threshold_ == pytest.approx(np.quantile(det.decision_scores_, 0.9), rel=1e-3)
+    # the sampled rows' training scores are their scores as new data (same model, same noise positions aside)
+    full = GNSMDetector(**SMALL, n_steps=5, random_state=0, fit_score_rows=None).fit(cars["train"])
+    assert len(full.decision_scores_) == len(cars["train"])
+
+
+def test_chunked_scoring_equals_one_pass(fitted, cars, monkeypatch):
+    import gnsm.detectors.tabular as tab
+    monkeypatch.setattr(tab, "_FEATURE_BATCH", 16)
+    one = fitted.decision_function(cars["test"])  # one chunk (the table is smaller than _SCORE_CHUNK)
+    monkeypatch.setattr(tab, "_SCORE_CHUNK", 48)
+    np.testing.assert_array_equal(fitted.decision_function(cars["test"]), one)
