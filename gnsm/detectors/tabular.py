@@ -29,9 +29,20 @@ Explanations: :meth:`GNSMDetector.field_contributions` gives, per record and fie
 feature (denoising error, or score norm in paper mode) averaged over temperatures and standardized
 against the training inliers (a z-score); :meth:`GNSMDetector.explain` lists the ``top_k`` fields.
 
+Rarity (``rarity_weight``, default 1, denoise scoring with the ``"loss"`` head): the denoising error
+measures p(x_j | other fields), which says little about a value that is rare on its own when the other
+fields predict it. The score adds ``rarity_weight * T * sum_j rarity_j`` with the count-based rarity of
+:func:`fit_rarity` (0 unless a value was seen in at most 0.1 % of the training rows; a value never seen,
+e.g. a deviation in a constant column, gets ``log(c + 1)``). ``rarity_weight=0`` is the denoising error
+alone; ``scoring="paper"`` never adds it. Measured in docs/tabular.md.
+
+Training scores: ``decision_scores_`` / ``threshold_`` / ``labels_`` (and the head, and the explanation
+statistics) come from at most ``fit_score_rows`` training rows (a uniform sample, rows in
+``fit_score_index_``); see ``_fit_score_index`` for why a sample sets the threshold soundly.
+
 Input policies are those of :class:`gnsm.data.TabularEncoder` (unseen categories -> reserved slot
-or raise, missing values -> own category or raise, single-valued columns dropped with a warning,
-column mismatches raise). A category unseen in training lands in a slot the network never saw
+or raise, missing values -> own category or raise, single-valued columns kept (a different value
+there lands in the reserved slot), column mismatches raise). A category unseen in training lands in a slot the network never saw
 as a true class, which makes its denoising error (and score) large. Categories must survive a
 save / load round trip through ``meta.json``: ``fit`` accepts str, int, float and bool values (and
 missing values) and raises ``ValueError`` naming the column for any other type (bytes, Timestamps,
@@ -144,6 +155,9 @@ class GNSMDetector(ScoreModelDetector):
             clipped to 600..3000.
         batch_size, lr, weight_decay, ema_decay: optimizer settings.
         categorical, numerical, unseen, missing: :class:`gnsm.data.TabularEncoder` policies.
+        rarity_weight: weight of the count-based rarity term (module docstring); 0 turns it off.
+        fit_score_rows: at most this many training rows (a uniform sample) are scored in ``fit`` for
+            ``decision_scores_`` / ``threshold_`` and the head; None: all of them.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         random_state: seed of weights, noise and head (None: 0).
         verbose: progress bar and messages.
