@@ -288,8 +288,8 @@ class GNSMDetector(ScoreModelDetector):
                                        unseen=self.unseen, missing=self.missing)
         enc = self.encoder_.fit_transform(X)
         if self.encoder_.n_fields == 0:
-            raise ValueError("X: no categorical column left to model (all-numeric table, or every categorical "
-                             "column is single-valued); GNSM needs at least one categorical field")
+            raise ValueError("X: no categorical column to model (an all-numeric table); GNSM needs at least one "
+                             "categorical field")
         if len(enc.codes) < 2:
             raise ValueError(f"X: need at least 2 rows to fit, got {len(enc.codes)}")
         check_storable_categories(self.encoder_)
