@@ -320,6 +320,8 @@ class GNSMDetector(ScoreModelDetector):
         idx = self._fit_score_index(len(codes), seed)
         self.fit_score_index_ = idx.numpy()
         codes, num = codes[idx], num[idx]
+        if labels is not None:  # the HGAD head's normal-class labels follow their rows
+            labels = labels[idx.numpy()]
         F = self._features(codes, num)
         F_val = self._features(*val) if val is not None else None
         self._fit_field_stats(F)

@@ -365,3 +365,9 @@ def test_chunked_scoring_equals_one_pass(fitted, cars, monkeypatch):
     one = fitted.decision_function(cars["test"])  # one chunk (the table is smaller than _SCORE_CHUNK)
     monkeypatch.setattr(tab, "_SCORE_CHUNK", 48)
     np.testing.assert_array_equal(fitted.decision_function(cars["test"]), one)
+
+
+def test_hgad_head_labels_follow_the_fit_sample(cars_classes):
+    det = GNSMDetector(**{**HGAD_FAST, "fit_score_rows": 200}).fit(cars_classes["train"], cars_classes["y_train"])
+    assert len(det.decision_scores_) == 200
+    assert np.isfinite(det.decision_function(cars_classes["test"].head(20))).all()
