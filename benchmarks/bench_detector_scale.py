@@ -13,6 +13,12 @@ settings (``gnsm.threads``).
     python benchmarks/bench_detector_scale.py --numerical 10       # 50k x (40 categorical + 10 numerical)
     python benchmarks/bench_detector_scale.py --rows 5000 --n-steps 600 1200 2000 3000 --baselines knn ecod iforest \
         --out benchmarks/results/detector_steps_5k.json           # how many steps a wide table needs
+    python benchmarks/bench_detector_scale.py --params '{"fit_score_rows": null}' --label all-rows   # a variant
+    python benchmarks/bench_detector_scale.py --score-rows 1000000 --out ...   # also fit + score a 1M-row table
+
+``--params`` passes extra GNSMDetector arguments (JSON), ``--threads`` sets ``GNSM_NUM_THREADS``. The JSON also
+holds the roofline: the network's multiply-add FLOPs per record (scoring passes and training steps, counted from
+the layer shapes) against the measured time, with this CPU's measured fp32 (and bf16) matrix-product rate.
 
 Prints a table and writes ``benchmarks/results/detector_scale_cpu.json`` (or ``--out``).
 """
@@ -62,13 +68,58 @@ def _onehot(X: pd.DataFrame, normal: np.ndarray) -> np.ndarray:
     return np.hstack([one_hot(encoded.codes, encoder.field_sizes), encoded.numerical]).astype(np.float32)
 
 
-def main(argv: list[str] | None = None) -> int:
+def _passes_flops(model, shared_film: bool) -> float:
+    """Multiply-add FLOPs (2 per MAC) of one forward pass of a TabularResMLP per record, from its Linear shapes;
+    the temperature embedding and FiLM projections count only when computed per record."""
+    from torch import nn
+    total = 0.0
+    for name, mod in model.named_modules():
+        if isinstance(mod, nn.Linear):
+            per_record = not (name.startswith("embed") or name.endswith("film.proj"))
+            if per_record or not shared_film:
+                total += 2.0 * mod.in_features * mod.out_features
+    return total
+
+
+def roofline(det, run: dict, rows: int, fit_rows: int) -> dict:
+    """FLOPs of the measured fit + score, and the time they take at the measured fp32 matmul rate."""
+    import inspect
+
+    from gnsm.models import tabular_mlp
+    shared = "log_tau[:1]" in inspect.getsource(tabular_mlp.TabularResMLP.forward)
+    passes = len(det._score_indices()) * int(det.n_noise_copies)
+    score_pass = _passes_flops(det.model_, shared)
+    train = 3.0 * _passes_flops(det.model_, False) * run["n_steps"] * int(det.train_info_["batch_size"])
+    scored = rows + run["fit_scored_rows"]
+    total = train + scored * passes * score_pass
+    rate = matmul_rates()["fp32"] * 1e9
+    return {"flops_per_pass": score_pass, "passes_per_record": passes, "flops_per_record": passes * score_pass,
+            "train_flops": train, "records_scored": scored, "total_flops": total,
+            "seconds_at_matmul_rate": total / rate, "measured_s": run["fit_s"] + run["score_s"],
+            "fraction_of_matmul_rate": (total / rate) / (run["fit_s"] + run["score_s"])}
+
+
+_RATES: dict = {}
+
+
+def matmul_rates() -> dict:
+    """GFLOP/s of a (32768 x 558) @ (558 x 128) product (a scoring-sized layer) in fp32 and bf16 on this CPU."""
     import torch
-    from sklearn.metrics import roc_auc_score
+    if _RATES:
+        return _RATES
+    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
+        a = torch.randn(32768, 558).to(dtype)
+        b = torch.randn(558, 128).to(dtype)
+        a @ b
+        reps, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < 1.0:
+            a @ b
+            reps += 1
+        _RATES[name] = 2 * 32768 * 558 * 128 * reps / (time.perf_counter() - t0) / 1e9
+    return _RATES
 
-    from gnsm.detectors.tabular import GNSMDetector
-    from gnsm.evaluation import make_detector
 
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=50_000)
     p.add_argument("--fields", type=int, default=50, help="total columns")
@@ -80,8 +131,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--baselines", nargs="*", default=[],
                    help="PyOD baselines of gnsm.evaluation to run beside it on the one-hot table (knn ecod ...)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--params", default="{}", help="extra GNSMDetector parameters as JSON")
+    p.add_argument("--label", default="", help="a name for this run in the JSON")
+    p.add_argument("--threads", type=int, default=None, help="GNSM_NUM_THREADS (default: the package's rule)")
+    p.add_argument("--score-rows", type=int, default=0,
+                   help="also fit and score a table of this many rows drawn from this one (chunked, progress bar)")
+    p.add_argument("--big-params", default="{}", help="extra GNSMDetector parameters (JSON) for --score-rows")
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
+    if args.threads:
+        import os
+        os.environ["GNSM_NUM_THREADS"] = str(args.threads)
+    import torch
+    from sklearn.metrics import roc_auc_score
+
+    from gnsm.detectors.tabular import GNSMDetector
+    from gnsm.evaluation import make_detector
+    extra = json.loads(args.params)
     if not 0 <= args.numerical < args.fields:
         p.error("--numerical must leave at least one categorical column")
 
@@ -96,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
             baselines[name] = 100 * roc_auc_score(y, model.decision_function(onehot))
     runs = []
     for steps in args.n_steps:
-        params = {"random_state": args.seed, "n_steps": steps if steps == "auto" else int(steps)}
+        params = {"random_state": args.seed, "n_steps": steps if steps == "auto" else int(steps), **extra}
         if args.width:
             params["width"] = args.width
         det = GNSMDetector(**params)
@@ -106,13 +172,34 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         scores = det.decision_function(X)
         score_s = time.perf_counter() - t0
-        runs.append({"n_steps": int(det.train_info_["steps"]), "train_s": det.train_info_["seconds"],
-                     "fit_s": fit_s, "score_s": score_s, "score_records_per_s": args.rows / score_s,
-                     "final_train_loss": det.train_info_.get("final_train_loss"),
-                     "auroc_gnsm": 100 * roc_auc_score(y, scores)})
+        run = {"n_steps": int(det.train_info_["steps"]), "train_s": det.train_info_["seconds"],
+               "fit_s": fit_s, "score_s": score_s, "score_records_per_s": args.rows / score_s,
+               "final_train_loss": det.train_info_.get("final_train_loss"),
+               "auroc_gnsm": 100 * roc_auc_score(y, scores),
+               "fit_scored_rows": int(len(det.decision_scores_))}
+        run["roofline"] = roofline(det, run, args.rows, len(normal))
+        if args.score_rows:
+            # A big table drawn (with replacement) from this one: the same distribution, any size. Fit on its
+            # normal rows and score all of it, chunked, with the progress bar on and --big-params.
+            pick = np.random.default_rng(args.seed + 7).integers(len(X), size=args.score_rows)
+            big, ybig = X.iloc[pick].reset_index(drop=True), y[pick]
+            del det
+            bdet = GNSMDetector(**{**params, **json.loads(args.big_params), "verbose": True})
+            rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            t0 = time.perf_counter()
+            bdet.fit(big[ybig == 0])
+            t1 = time.perf_counter()
+            sbig = bdet.decision_function(big)
+            run["big"] = {"rows": args.score_rows, "fit_rows": int((ybig == 0).sum()), "fit_s": t1 - t0,
+                          "score_s": time.perf_counter() - t1, "params": json.loads(args.big_params),
+                          "auroc_gnsm": 100 * roc_auc_score(ybig, sbig), "peak_rss_mib_before": rss0,
+                          "peak_rss_mib_after": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          "table_mib": float(big.memory_usage(deep=True).sum() / 2 ** 20)}
+        runs.append(run)
     result = {
         "command": "python benchmarks/bench_detector_scale.py " + " ".join(argv if argv is not None else
                                                                            __import__("sys").argv[1:]),
+        "label": args.label, "params": extra, "matmul_gflops": matmul_rates(),
         "rows": args.rows, "fit_rows": int(len(normal)), "columns": args.fields,
         "categorical": args.fields - args.numerical, "numerical": args.numerical, "width": args.width,
         "anomalies": int(y.sum()), "runs": runs, "auroc_baselines": baselines,

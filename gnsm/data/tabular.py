@@ -17,8 +17,14 @@ Policies (constructor arguments):
   ``missing="raise"``: a missing categorical value raises a ``ValueError``.
 - ``numerical_nan="raise"`` (default): NaN/inf in a numerical column raises a ``ValueError``;
   ``"impute"`` replaces NaN by the training mean (inf still raises).
-- Single-valued columns (one distinct value at fit time, missing counted as a value) carry no
-  information: they are dropped with a ``UserWarning`` and listed in ``dropped_columns_``.
+- ``constant="keep"`` (default): a single-valued column (one distinct value at fit time, missing
+  counted as a value) is kept, because a different value there is the plainest anomaly a table can
+  show. A categorical one becomes a field with its one value (plus the reserved unseen slot); a
+  numerical one with zero variance is standardized with the scale ``CONSTANT_RELATIVE_SCALE *
+  max(1, |value|)`` (1 % of the value's magnitude), so a deviation shows as a large z-score instead
+  of a division by zero. Kept constant columns are listed in ``constant_columns_``.
+  ``constant="drop"``: they are dropped with a ``UserWarning`` and listed in ``dropped_columns_``
+  (the former behaviour).
 - Column typing: ``category``/``object``/``string``/``bool`` dtypes are categorical, numeric dtypes
   numerical; ``categorical=[...]`` / ``numerical=[...]`` override per column. Integer columns are
   numerical unless named in ``categorical``.
@@ -43,6 +49,10 @@ _FORMAT_VERSION = 1
 _UNSEEN = ("unknown", "raise")
 _MISSING = ("category", "raise")
 _NUMERICAL_NAN = ("raise", "impute")
+_CONSTANT = ("keep", "drop")
+#: scale of a kept zero-variance numerical column, relative to max(1, |value|): a deviation of 1 % of the
+#: value's magnitude reads as one standard deviation
+CONSTANT_RELATIVE_SCALE = 0.01
 _COMPARABLE_KINDS = {"string", "number", "boolean", "bytes"}
 
 
@@ -117,11 +127,13 @@ class TabularEncoder:
         missing: ``"category"`` (missing values are a category) or ``"raise"``.
         missing_values: extra values read as missing in categorical columns (NaN/None always are).
         numerical_nan: ``"raise"`` or ``"impute"`` (training mean) for NaN in numerical columns.
+        constant: ``"keep"`` (single-valued columns stay, see the module docstring) or ``"drop"``.
 
     After :meth:`fit`: ``categorical_columns``, ``numerical_columns`` (kept, in input order),
     ``field_sizes`` (K_j including the reserved slot), ``categories_`` (column -> list of
     values, ``None`` = the missing category), ``dropped_columns_``, ``feature_names_in_``,
-    ``mean_`` / ``scale_`` (numerical standardization).
+    ``mean_`` / ``scale_`` (numerical standardization), ``constant_columns_`` (kept single-valued
+    columns).
     """
 
     def __init__(
@@ -132,6 +144,7 @@ class TabularEncoder:
         missing: str = "category",
         missing_values: Sequence[Any] = ("?",),
         numerical_nan: str = "raise",
+        constant: str = "keep",
     ) -> None:
         # scikit-learn convention: only store the arguments; they are checked in fit.
         self.categorical = categorical
@@ -140,6 +153,7 @@ class TabularEncoder:
         self.missing = missing
         self.missing_values = missing_values
         self.numerical_nan = numerical_nan
+        self.constant = constant
 
     # ------------------------------------------------------------------ public API
     @property
@@ -176,25 +190,31 @@ class TabularEncoder:
 
         self.categories_: dict[Any, list] = {}
         self.value_kinds_: dict[Any, str] = {}
-        dropped = []
+        dropped, constant = [], []
+        keep = self.constant == "keep"
         for col in cat_cols:
             cats = self._fit_categorical(frame[col], col)
-            if len(cats) <= 1:
-                dropped.append(col)
-                continue
+            if self._single_valued(frame[col], cats):
+                (constant if keep else dropped).append(col)
+                if not keep:
+                    continue
             self.categories_[col] = cats
         means, scales, kept_num = [], [], []
         for col in num_cols:
             mean, scale = self._fit_numerical(frame[col], col)
             if scale == 0.0:
-                dropped.append(col)
-                continue
+                if not keep:
+                    dropped.append(col)
+                    continue
+                constant.append(col)
+                scale = CONSTANT_RELATIVE_SCALE * max(1.0, abs(mean))
             means.append(mean)
             scales.append(scale)
             kept_num.append(col)
 
         order = {c: i for i, c in enumerate(self.feature_names_in_)}
         self.dropped_columns_ = sorted(dropped, key=order.__getitem__)
+        self.constant_columns_ = sorted(constant, key=order.__getitem__)
         self.categorical_columns = [c for c in cat_cols if c in self.categories_]
         self.numerical_columns = kept_num
         self.mean_ = np.asarray(means, dtype=np.float64)
@@ -242,10 +262,12 @@ class TabularEncoder:
                 "missing": self.missing,
                 "missing_values": [_to_python(v) for v in self.missing_values],
                 "numerical_nan": self.numerical_nan,
+                "constant": self.constant,
             },
             "input_kind": self.input_kind_,
             "feature_names_in": [_to_python(c) for c in self.feature_names_in_],
             "dropped_columns": [_to_python(c) for c in self.dropped_columns_],
+            "constant_columns": [_to_python(c) for c in self.constant_columns_],
             "categorical_columns": [_to_python(c) for c in self.categorical_columns],
             "categories": [[_to_python(v) for v in self.categories_[c]]
                            for c in self.categorical_columns],
@@ -263,11 +285,14 @@ class TabularEncoder:
         if state.get("version") != _FORMAT_VERSION:
             raise ValueError(
                 f"state: unsupported version {state.get('version')!r} (expected {_FORMAT_VERSION})")
-        enc = cls(**state["params"])
+        params = dict(state["params"])
+        params.setdefault("constant", "drop")  # states written before the policy existed dropped them
+        enc = cls(**params)
         enc._check_params()
         enc.input_kind_ = state["input_kind"]
         enc.feature_names_in_ = list(state["feature_names_in"])
         enc.dropped_columns_ = list(state["dropped_columns"])
+        enc.constant_columns_ = list(state.get("constant_columns", []))
         enc.categorical_columns = list(state["categorical_columns"])
         enc.categories_ = {c: list(v) for c, v in zip(enc.categorical_columns, state["categories"])}
         enc.value_kinds_ = dict(zip(enc.categorical_columns, state["value_kinds"]))
@@ -280,7 +305,8 @@ class TabularEncoder:
     def _check_params(self) -> None:
         for name, value, allowed in (("unseen", self.unseen, _UNSEEN),
                                      ("missing", self.missing, _MISSING),
-                                     ("numerical_nan", self.numerical_nan, _NUMERICAL_NAN)):
+                                     ("numerical_nan", self.numerical_nan, _NUMERICAL_NAN),
+                                     ("constant", self.constant, _CONSTANT)):
             if value not in allowed:
                 raise ValueError(f"{name}: expected one of {list(allowed)}, got {value!r}")
         if isinstance(self.missing_values, (str, bytes)):
@@ -406,8 +432,8 @@ class TabularEncoder:
         if self.input_kind_ == "codes":
             self.value_kinds_[col] = "number"
             present = np.unique(values.to_numpy())
-            # Codes are taken as given: the domain is 0..max; one distinct code means constant.
-            return list(range(int(present.max()) + 1)) if len(present) > 1 else [int(present[0])]
+            # Codes are taken as given: the domain is 0..max (one distinct code c: 0..c, of which only c occurs).
+            return list(range(int(present.max()) + 1))
         missing = self._missing_mask(values)
         if missing.any() and self.missing == "raise":
             raise ValueError(f"X: column {col!r} has {int(missing.sum())} missing value(s) "
@@ -424,6 +450,11 @@ class TabularEncoder:
         if missing.any():
             cats.append(None)
         return cats
+
+    def _single_valued(self, values: pd.Series, cats: list) -> bool:
+        if self.input_kind_ == "codes":
+            return len(np.unique(values.to_numpy())) <= 1
+        return len(cats) <= 1
 
     def _encode_categorical(self, values: pd.Series, col: Any) -> np.ndarray:
         cats = self.categories_[col]
@@ -475,7 +506,7 @@ class TabularEncoder:
         mean = float(np.nanmean(arr))
         scale = float(np.nanstd(arr))
         if near_zero_scale(np.float64(scale), np.float64(mean)):
-            scale = 0.0  # single-valued: dropped by the caller
+            scale = 0.0  # single-valued: the caller keeps (with a scale of its own) or drops it
         return mean, scale
 
     def _encode_numerical(self, values: pd.Series, col: Any, d: int) -> np.ndarray:

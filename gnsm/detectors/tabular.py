@@ -29,9 +29,20 @@ Explanations: :meth:`GNSMDetector.field_contributions` gives, per record and fie
 feature (denoising error, or score norm in paper mode) averaged over temperatures and standardized
 against the training inliers (a z-score); :meth:`GNSMDetector.explain` lists the ``top_k`` fields.
 
+Rarity (``rarity_weight``, default 1, denoise scoring with the ``"loss"`` head): the denoising error
+measures p(x_j | other fields), which says little about a value that is rare on its own when the other
+fields predict it. The score adds ``rarity_weight * T * sum_j rarity_j`` with the count-based rarity of
+:func:`fit_rarity` (0 unless a value was seen in at most 0.1 % of the training rows; a value never seen,
+e.g. a deviation in a constant column, gets ``log(c + 1)``). ``rarity_weight=0`` is the denoising error
+alone; ``scoring="paper"`` never adds it. Measured in docs/tabular.md.
+
+Training scores: ``decision_scores_`` / ``threshold_`` / ``labels_`` (and the head, and the explanation
+statistics) come from at most ``fit_score_rows`` training rows (a uniform sample, rows in
+``fit_score_index_``); see ``_fit_score_index`` for why a sample sets the threshold soundly.
+
 Input policies are those of :class:`gnsm.data.TabularEncoder` (unseen categories -> reserved slot
-or raise, missing values -> own category or raise, single-valued columns dropped with a warning,
-column mismatches raise). A category unseen in training lands in a slot the network never saw
+or raise, missing values -> own category or raise, single-valued columns kept (a different value
+there lands in the reserved slot), column mismatches raise). A category unseen in training lands in a slot the network never saw
 as a true class, which makes its denoising error (and score) large. Categories must survive a
 save / load round trip through ``meta.json``: ``fit`` accepts str, int, float and bool values (and
 missing values) and raises ``ValueError`` naming the column for any other type (bytes, Timestamps,
@@ -54,7 +65,7 @@ from .heads import HEAD_KINDS, DensityHead
 from .score_model import SCORINGS, ScoreModelDetector
 from .validation import check_float_param, check_int_param
 
-__all__ = ["GNSMDetector", "SCORINGS", "HEADS", "check_storable_categories"]
+__all__ = ["GNSMDetector", "SCORINGS", "HEADS", "check_storable_categories", "fit_rarity"]
 
 HEADS = HEAD_KINDS
 _STORABLE = (str, int, float, bool)  # category / column types that read back from JSON as themselves
@@ -78,6 +89,43 @@ def check_storable_categories(encoder: TabularEncoder) -> None:
             raise ValueError(f"X: column {col!r} holds {type(odd[0]).__name__} values (e.g. {odd[0]!r}), which "
                              "cannot be saved with the model and read back as the same category; convert the "
                              f"column first, e.g. X[{col!r}].astype(str)")
+
+
+#: a value seen in at most this fraction of the training rows counts as rare (the rarity term, fit_rarity)
+RARE_FRACTION = 1e-3
+
+
+def fit_rarity(codes: np.ndarray, field_sizes: Sequence[int], rare_fraction: float = RARE_FRACTION,
+               alpha: float = 1.0) -> np.ndarray:
+    """Per-slot rarity in nats from training codes (n, J), concatenated in field order (sum K_j,):
+    ``max(0, log((c + alpha) / (count_j(v) + alpha)))`` with ``c = max(1, rare_fraction * n)``.
+
+    It is the log-ratio of the smoothed frequency a value would need to stop being rare (seen in
+    ``rare_fraction`` of the rows: 0.1 % by default) to the value's own smoothed frequency, so values seen more
+    often than that contribute exactly 0 and a table's common values add no noise; a value never seen (the
+    reserved slot, or any value but a constant column's one) gets ``log(c + 1)``."""
+    n = codes.shape[0]
+    c = max(1.0, float(rare_fraction) * n)
+    out = [np.maximum(np.log((c + alpha) / (np.bincount(codes[:, j], minlength=k).astype(np.float64) + alpha)), 0.0)
+           for j, k in enumerate(field_sizes)]
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+_FEATURE_BATCH = 4096  # records per network batch (times n_noise_copies rows)
+_SCORE_CHUNK = 4 * _FEATURE_BATCH  # rows encoded and scored at a time: a multiple of the batch, so the noise
+# stream is consumed exactly as in one pass
+
+
+def _n_rows(X: Any) -> int:
+    return len(X) if isinstance(X, (pd.DataFrame, pd.Series, np.ndarray, Tensor)) else len(np.asarray(X))
+
+
+def _rows(X: Any, start: int, stop: int) -> Any:
+    if isinstance(X, (pd.DataFrame, pd.Series)):
+        return X.iloc[start:stop]
+    if isinstance(X, (np.ndarray, Tensor)):
+        return X[start:stop]
+    return np.asarray(X)[start:stop]
 
 
 class GNSMDetector(ScoreModelDetector):
@@ -107,6 +155,9 @@ class GNSMDetector(ScoreModelDetector):
             clipped to 600..3000.
         batch_size, lr, weight_decay, ema_decay: optimizer settings.
         categorical, numerical, unseen, missing: :class:`gnsm.data.TabularEncoder` policies.
+        rarity_weight: weight of the count-based rarity term (module docstring); 0 turns it off.
+        fit_score_rows: at most this many training rows (a uniform sample) are scored in ``fit`` for
+            ``decision_scores_`` / ``threshold_`` and the head; None: all of them.
         device: ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         random_state: seed of weights, noise and head (None: 0).
         verbose: progress bar and messages.
@@ -125,8 +176,8 @@ class GNSMDetector(ScoreModelDetector):
                  n_steps: int | str = "auto", batch_size: int = 256, lr: float = 2e-3,
                  weight_decay: float = 1e-4, ema_decay: float = 0.995,
                  categorical: Sequence[Any] | None = None, numerical: Sequence[Any] | None = None,
-                 unseen: str = "unknown", missing: str = "category",
-                 device: str = "auto", random_state: int | None = 0, verbose: bool = False) -> None:
+                 unseen: str = "unknown", missing: str = "category", rarity_weight: float = 1.0,
+                 fit_score_rows: int | None = 10_000, device: str = "auto", random_state: int | None = 0, verbose: bool = False) -> None:
         super().__init__(contamination=contamination)
         self.scoring = scoring
         self.head = head
@@ -151,6 +202,8 @@ class GNSMDetector(ScoreModelDetector):
         self.numerical = numerical
         self.unseen = unseen
         self.missing = missing
+        self.rarity_weight = rarity_weight
+        self.fit_score_rows = fit_score_rows
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -160,6 +213,8 @@ class GNSMDetector(ScoreModelDetector):
         check_int_param(self.width, "width", low=1)
         check_int_param(self.depth, "depth", low=0)
         check_float_param(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
+        check_float_param(self.rarity_weight, "rarity_weight", low=0.0)
+        check_int_param(self.fit_score_rows, "fit_score_rows", low=1, allow_none=True)
 
     # ------------------------------------------------------------------ public API
     def fit(self, X: Any, y: Any = None, *, X_val: Any = None) -> "GNSMDetector":
@@ -232,8 +287,8 @@ class GNSMDetector(ScoreModelDetector):
                                        unseen=self.unseen, missing=self.missing)
         enc = self.encoder_.fit_transform(X)
         if self.encoder_.n_fields == 0:
-            raise ValueError("X: no categorical column left to model (all-numeric table, or every categorical "
-                             "column is single-valued); GNSM needs at least one categorical field")
+            raise ValueError("X: no categorical column to model (an all-numeric table); GNSM needs at least one "
+                             "categorical field")
         if len(enc.codes) < 2:
             raise ValueError(f"X: need at least 2 rows to fit, got {len(enc.codes)}")
         check_storable_categories(self.encoder_)
@@ -244,6 +299,12 @@ class GNSMDetector(ScoreModelDetector):
         codes = torch.as_tensor(enc.codes, dtype=torch.long)
         num = torch.as_tensor(enc.numerical, dtype=torch.float32)
         val = None if X_val is None else self._encode(X_val)
+        # Kept constant numerical columns count as two-slot fields (the training value / any other value),
+        # so a deviation there weighs like a category never seen in training.
+        self.constant_numerical_ = [d for d, c in enumerate(self.encoder_.numerical_columns)
+                                    if c in self.encoder_.constant_columns_]
+        self.rarity_table_ = fit_rarity(self._rarity_codes(codes, num),
+                                        self.field_sizes_ + [2] * len(self.constant_numerical_))
 
         from ..models import TabularResMLP
         self.model_ = TabularResMLP(self.field_sizes_, self.n_numerical_, width=int(self.width), depth=int(self.depth),
@@ -253,24 +314,85 @@ class GNSMDetector(ScoreModelDetector):
         self.train_info_ = self._train(codes, num, val)
         self.train_time_ = time.perf_counter() - t0
 
-        # Head on training features; validation features (if any) choose its size.
+        # Head on training features; validation features (if any) choose its size. At most fit_score_rows
+        # training rows (a uniform sample) are scored: see _fit_score_index.
+        idx = self._fit_score_index(len(codes), seed)
+        self.fit_score_index_ = idx.numpy()
+        codes, num = codes[idx], num[idx]
+        if labels is not None:  # the HGAD head's normal-class labels follow their rows
+            labels = labels[idx.numpy()]
         F = self._features(codes, num)
         F_val = self._features(*val) if val is not None else None
         self._fit_field_stats(F)
         train_scores = self._fit_head(F.reshape(len(F), -1),
                                       None if F_val is None else F_val.reshape(len(F_val), -1), labels)
         self.fit_time_ = time.perf_counter() - t0
-        return train_scores
+        return train_scores + self._rarity_term(codes, num)
+
+    def _fit_score_index(self, n: int, seed: int) -> Tensor:
+        """Rows of the training table whose scores set ``decision_scores_`` / ``threshold_`` (and fit the head):
+        all of them, or a uniform sample of ``fit_score_rows``. Why a sample is enough: ``threshold_`` is the
+        (1 - contamination) quantile of the training scores, and the empirical quantile of m sampled rows sits
+        at a true quantile level within sqrt(c (1 - c) / m) of the target (one standard error; 0.003 for
+        c = 0.1 and m = 10,000), while scoring costs the same per row as scoring new data."""
+        m = self.fit_score_rows
+        if m is None or int(m) >= n:
+            return torch.arange(n)
+        rng = np.random.default_rng(seed + 5)
+        return torch.as_tensor(np.sort(rng.choice(n, size=int(m), replace=False)))
 
     def _score(self, X: Any) -> np.ndarray:
-        codes, num = self._encode(X)
-        F = self._features(codes, num)
-        return self._head_score(F.reshape(len(F), -1))
+        # Chunks of rows, end to end (encoding, features, head): memory stays bounded by the chunk, not the
+        # table. One noise stream runs through all chunks, so the scores equal those of a single pass.
+        n = _n_rows(X)
+        gen = self._noise_generator()
+        out = []
+        from tqdm.auto import tqdm
+        with tqdm(total=n, unit="record", desc="scoring", disable=not self.verbose or n <= _SCORE_CHUNK) as bar:
+            for start in range(0, n, _SCORE_CHUNK):
+                codes, num = self._encode(_rows(X, start, start + _SCORE_CHUNK))
+                F = self._features(codes, num, gen=gen)
+                out.append(self._head_score(F.reshape(len(F), -1)) + self._rarity_term(codes, num))
+                bar.update(len(codes))
+        return np.concatenate(out)
+
+    def rarity(self, X: Any) -> np.ndarray:
+        """Per-record, per-field rarity in nats (:func:`fit_rarity`: 0 unless the value was seen in at most 0.1 %
+        of the training rows). Columns: ``encoder_.categorical_columns``, then the numerical columns that
+        were constant in training (a value other than the training one counts like an unseen category)."""
+        self._check_fitted("rarity")
+        return self._rarity_fields(*self._encode(X))
+
+    def _rarity_codes(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        """Codes of the rarity fields: the categorical codes, then 0 / 1 (training value / other) per constant
+        numerical column (its z-score is exactly 0 at the training value)."""
+        const = list(getattr(self, "constant_numerical_", []))
+        if not const:
+            return codes.numpy()
+        other = (num[:, const].abs() > 1e-4).long()
+        return torch.cat([codes, other], dim=1).numpy()
+
+    def _rarity_fields(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        rcodes = self._rarity_codes(codes, num)
+        if getattr(self, "rarity_table_", None) is None:  # a model saved before the term existed
+            return np.zeros(rcodes.shape)
+        sizes = list(self.field_sizes_) + [2] * (rcodes.shape[1] - codes.shape[1])
+        offsets = np.cumsum([0] + sizes)[:-1]
+        return self.rarity_table_[rcodes + offsets[None, :]]
+
+    def _rarity_term(self, codes: Tensor, num: Tensor) -> np.ndarray:
+        """``rarity_weight * T * sum_j rarity_j``: the denoising score sums T per-field terms (one per scoring
+        temperature), so the rarity enters at the same per-level scale."""
+        w = float(self.rarity_weight)
+        if w == 0.0 or self.scoring == "paper" or self.head_kind_ != "loss":  # other scores are not in nats
+            return np.zeros(codes.shape[0])
+        return w * len(self._score_indices()) * self._rarity_fields(codes, num).sum(axis=1)
 
     def _state_tensors(self) -> dict[str, Tensor]:
         out = {f"model.{k}": v for k, v in self.model_.state_dict().items()}
         out["field_mean"] = torch.as_tensor(self.field_mean_)
         out["field_scale"] = torch.as_tensor(self.field_scale_)
+        out["rarity_table"] = torch.as_tensor(self.rarity_table_)
         out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         return out
 
@@ -283,6 +405,7 @@ class GNSMDetector(ScoreModelDetector):
             "field_names": [str(c) if not isinstance(c, int) else c for c in self.field_names_],
             "head": self.head_.state_meta(),
             "train_info": self.train_info_,
+            "constant_numerical": list(self.constant_numerical_),
         }
         return meta
 
@@ -297,6 +420,8 @@ class GNSMDetector(ScoreModelDetector):
         self.model_ = load_network(self.model_config_, sub_state(tensors, "model."), self._dev)
         self.field_mean_ = tensors["field_mean"].numpy()
         self.field_scale_ = tensors["field_scale"].numpy()
+        self.constant_numerical_ = [int(d) for d in meta.get("constant_numerical", [])]
+        self.rarity_table_ = tensors["rarity_table"].numpy() if "rarity_table" in tensors else None
         self.head_ = DensityHead.from_state(sub_state(tensors, "head."),
                                             meta["head"], device=self._dev)
 
@@ -371,12 +496,14 @@ class GNSMDetector(ScoreModelDetector):
 
     # ------------------------------------------------------------------ features
     @torch.no_grad()
-    def _features(self, codes: Tensor, num: Tensor, batch: int = 4096) -> np.ndarray:
+    def _features(self, codes: Tensor, num: Tensor, batch: int | None = None,
+                  gen: torch.Generator | None = None) -> np.ndarray:
         """(n, T, D + J) float64 features (denoise errors or score norms)."""
         model = self.model_
         model.eval()
         dev = self._dev
-        gen = self._noise_generator()
+        gen = self._noise_generator() if gen is None else gen
+        batch = _FEATURE_BATCH if batch is None else batch
         out = []
         for start in range(0, codes.shape[0], batch):
             c = codes[start:start + batch].to(dev)

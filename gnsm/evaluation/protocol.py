@@ -128,7 +128,7 @@ class _SeedInputs:
         self.encoder = TabularEncoder(categorical=dataset.categorical, numerical=dataset.numerical,
                                       unseen="unknown")
         with warnings.catch_warnings():
-            # A constant column is dropped on every seed; saying it once per dataset is enough.
+            # Encoder warnings (e.g. under constant='drop') would repeat on every seed; once per dataset is enough.
             warnings.simplefilter("ignore", UserWarning)
             self.encoder.fit(self.frames["train"])
         self._cache: dict[str, dict[str, Any]] = {}

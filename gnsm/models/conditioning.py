@@ -43,6 +43,7 @@ class FiLM(nn.Module):
 
     The projection starts at zero, so an untrained FiLM is the identity. ``channel_dim`` says where
     the features are (1 for ``(B, C, *spatial)`` maps, -1 for ``(B, ..., F)`` token/feature tensors).
+    ``emb`` is ``(B, cond_dim)``, or ``(1, cond_dim)`` for one conditioning shared by the whole batch.
     """
 
     def __init__(self, cond_dim: int, features: int, channel_dim: int = -1):
@@ -55,7 +56,7 @@ class FiLM(nn.Module):
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         scale, shift = self.proj(emb).chunk(2, dim=-1)
         if self.channel_dim == 1:
-            shape = (x.shape[0], -1) + (1,) * (x.dim() - 2)
+            shape = (emb.shape[0], -1) + (1,) * (x.dim() - 2)
         else:
-            shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (-1,)
+            shape = (emb.shape[0],) + (1,) * (x.dim() - 2) + (-1,)
         return x * (1 + scale.reshape(shape).to(x.dtype)) + shift.reshape(shape).to(x.dtype)

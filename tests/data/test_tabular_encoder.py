@@ -135,10 +135,49 @@ def test_missing_not_seen_at_fit_is_unseen():
 
 
 # ------------------------------------------------------------------ constant columns
+def test_single_valued_columns_are_kept_by_default(frame):
+    df = frame.assign(const_cat="k", const_num=5.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is dropped, so nothing to warn about
+        enc = TabularEncoder().fit(df)
+    assert enc.constant_columns_ == ["const_cat", "const_num"] and enc.dropped_columns_ == []
+    j = enc.categorical_columns.index("const_cat")
+    assert enc.field_sizes[j] == 2  # the one value + the reserved unseen slot
+    d = enc.numerical_columns.index("const_num")
+    assert enc.scale_[d] == pytest.approx(0.05)  # 1 % of |5.0|
+    test = df.head(3).assign(const_cat=["k", "other", "k"], const_num=[5.0, 5.0, 5.5])
+    out = enc.transform(test)
+    assert out.codes[:, j].tolist() == [0, 1, 0]  # a different value lands in the unseen slot
+    np.testing.assert_allclose(out.numerical[:, d], [0.0, 0.0, 10.0])
+    # round trip keeps the policy and the kept columns
+    again = TabularEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert again.constant_columns_ == enc.constant_columns_ and again.constant == "keep"
+    np.testing.assert_array_equal(again.transform(test).codes, out.codes)
+
+
+def test_constant_code_column_is_kept_with_its_code():
+    enc = TabularEncoder().fit(np.array([[0, 3], [1, 3], [2, 3]]))
+    assert enc.constant_columns_ == [1] and enc.field_sizes == [4, 5]
+    np.testing.assert_array_equal(enc.transform(np.array([[0, 3], [0, 2], [0, 9]])).codes[:, 1], [3, 2, 4])
+
+
+def test_state_without_constant_policy_reads_as_drop(frame):
+    with pytest.warns(UserWarning):
+        state = TabularEncoder(constant="drop").fit(frame.assign(k="k")).to_dict()
+    del state["params"]["constant"], state["constant_columns"]
+    enc = TabularEncoder.from_dict(state)
+    assert enc.constant == "drop" and enc.dropped_columns_ == ["k"] and enc.constant_columns_ == []
+
+
+def test_bad_constant_policy_is_named():
+    with pytest.raises(ValueError, match="constant: expected one of"):
+        TabularEncoder(constant="ignore").fit(pd.DataFrame({"a": ["x", "y"]}))
+
+
 def test_single_valued_columns_are_dropped_with_warning(frame):
     df = frame.assign(const_cat="k", const_num=5.0)
     with pytest.warns(UserWarning, match=r"dropping single-valued column\(s\) \['const_cat', 'const_num'\]"):
-        enc = TabularEncoder().fit(df)
+        enc = TabularEncoder(constant="drop").fit(df)
     assert enc.dropped_columns_ == ["const_cat", "const_num"]
     assert "const_cat" not in enc.categorical_columns and "const_num" not in enc.numerical_columns
     # dropped columns may be present or absent at transform time
@@ -149,7 +188,7 @@ def test_single_valued_columns_are_dropped_with_warning(frame):
 
 def test_all_columns_single_valued_is_an_error():
     with pytest.warns(UserWarning), pytest.raises(ValueError, match="every column is single-valued"):
-        TabularEncoder().fit(pd.DataFrame({"a": ["x", "x"], "b": [1.0, 1.0]}))
+        TabularEncoder(constant="drop").fit(pd.DataFrame({"a": ["x", "x"], "b": [1.0, 1.0]}))
 
 
 # ------------------------------------------------------------------ fit/transform mismatches
@@ -220,7 +259,7 @@ def test_empty_tables_are_errors():
 def test_integer_array_is_taken_as_codes():
     X = np.array([[0, 2, 1], [1, 0, 1], [3, 1, 1]])
     with pytest.warns(UserWarning, match=r"\[2\]"):
-        enc = TabularEncoder().fit(X)
+        enc = TabularEncoder(constant="drop").fit(X)
     assert enc.categorical_columns == [0, 1] and enc.dropped_columns_ == [2]
     assert enc.field_sizes == [5, 4]  # max + 1, + the unseen slot
     out = enc.transform(np.array([[2, 1, 7], [9, 5, 0]]))

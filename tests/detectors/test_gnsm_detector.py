@@ -116,11 +116,29 @@ def test_all_numeric_table_raises():
         GNSMDetector(**SMALL, n_steps=5).fit(X)
 
 
-def test_single_valued_column_dropped(cars):
+@pytest.mark.parametrize("column, normal, odd", [("status", "ok", "failed"), ("level", 3.0, 3.5)])
+def test_constant_column_kept_and_a_deviation_there_is_seen(cars, column, normal, odd):
+    """A column with one value in training is kept: records that differ from normal ones only there score
+    above every normal record (AUROC 100)."""
+    train = cars["train"].assign(**{column: normal})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # nothing is dropped
+        det = GNSMDetector(**SMALL, n_steps=30, random_state=0).fit(train)
+    assert column in det.field_names_ and det.encoder_.constant_columns_ == [column]
+    inliers = cars["test"][cars["y_test"] == 0]
+    X = pd.concat([inliers.assign(**{column: normal}), inliers.assign(**{column: odd})], ignore_index=True)
+    y = np.r_[np.zeros(len(inliers)), np.ones(len(inliers))]
+    assert auroc(y, det.decision_function(X)) == 1.0
+
+
+def test_single_valued_column_dropped_on_request(cars):
     X = cars["train"].assign(const="x")
+    det = GNSMDetector(**SMALL, n_steps=5, random_state=0)
+    det.encoder_params_ = None
+    from gnsm.data import TabularEncoder
     with pytest.warns(UserWarning, match="const"):
-        det = GNSMDetector(**SMALL, n_steps=5, random_state=0).fit(X)
-    assert "const" not in det.field_names_
+        enc = TabularEncoder(constant="drop").fit(X)
+    assert "const" not in enc.categorical_columns
 
 
 def test_mixed_table_with_numericals():
@@ -305,3 +323,51 @@ def test_auto_steps_scale_with_rows_and_columns():
     assert det._auto_steps(5_000) == 2000                   # wide table: 40 steps per column
     assert det._auto_steps(1_000_000) == 3000               # the cap
     assert GNSMDetector(n_steps=77)._auto_steps(10 ** 6) == 77
+
+
+# ------------------------------------------------------------------ rarity term, fit sample, chunked scoring
+def test_fit_rarity_counts_only_rare_values():
+    from gnsm.detectors.tabular import fit_rarity
+    codes = np.zeros((4000, 1), dtype=np.int64)
+    codes[:2000, 0] = 1
+    codes[0, 0] = 2  # seen once: rare (c = 0.1 % of 4000 = 4)
+    r = fit_rarity(codes, [4])  # slot 3 never seen
+    np.testing.assert_allclose(r, [0.0, 0.0, np.log(5 / 2), np.log(5)])
+    assert fit_rarity(codes[:10], [4])[3] == pytest.approx(np.log(2))  # c is at least 1
+
+
+def test_rarity_weight_adds_the_rarity_term(cars):
+    det = GNSMDetector(**SMALL, n_steps=30, random_state=0).fit(cars["train"])
+    rec = cars["test"].iloc[[0, 1]].copy()
+    rec.loc[rec.index[0], "safety"] = "never-seen"
+    with_term = det.decision_function(rec)
+    rarity = det.rarity(rec)
+    j = det.encoder_.categorical_columns.index("safety")
+    assert rarity[0, j] == pytest.approx(np.log(2)) and rarity[1].sum() == 0  # c = max(1, 0.1 % of ~960 rows)
+    det.set_params(rarity_weight=0.0)
+    without = det.decision_function(rec)
+    np.testing.assert_allclose(with_term - without, rarity.sum(axis=1) * len(det._score_indices()))
+
+
+def test_fit_score_rows_samples_the_threshold_rows(cars):
+    det = GNSMDetector(**SMALL, n_steps=5, random_state=0, fit_score_rows=300, contamination=0.1).fit(cars["train"])
+    idx = det.fit_score_index_
+    assert len(det.decision_scores_) == 300 and len(np.unique(idx)) == 300 and (np.diff(idx) > 0).all()
+    assert det.threshold_ == pytest.approx(np.quantile(det.decision_scores_, 0.9), rel=1e-3)
+    # the sampled rows' training scores are their scores as new data (same model, same noise positions aside)
+    full = GNSMDetector(**SMALL, n_steps=5, random_state=0, fit_score_rows=None).fit(cars["train"])
+    assert len(full.decision_scores_) == len(cars["train"])
+
+
+def test_chunked_scoring_equals_one_pass(fitted, cars, monkeypatch):
+    import gnsm.detectors.tabular as tab
+    monkeypatch.setattr(tab, "_FEATURE_BATCH", 16)
+    one = fitted.decision_function(cars["test"])  # one chunk (the table is smaller than _SCORE_CHUNK)
+    monkeypatch.setattr(tab, "_SCORE_CHUNK", 48)
+    np.testing.assert_array_equal(fitted.decision_function(cars["test"]), one)
+
+
+def test_hgad_head_labels_follow_the_fit_sample(cars_classes):
+    det = GNSMDetector(**{**HGAD_FAST, "fit_score_rows": 200}).fit(cars_classes["train"], cars_classes["y_train"])
+    assert len(det.decision_scores_) == 200
+    assert np.isfinite(det.decision_function(cars_classes["test"].head(20))).all()

@@ -148,3 +148,21 @@ def test_networks_accept_numpy_and_tensor_field_sizes():
     assert FTTransformer(torch.tensor([2, 3]), 0, d_token=8, n_layers=1, n_heads=2).field_sizes == [2, 3]
     assert UNet(np.int64(4), spatial_dims=2, channels=(8,), groups=4, emb_dim=8).field_sizes == 4
     assert UNet(torch.tensor(4), spatial_dims=2, channels=(8,), groups=4, emb_dim=8).out_channels == 4
+
+
+def test_tabular_mlp_shared_temperature_matches_per_record():
+    """A batch at one temperature embeds it once (FiLM broadcasts); the output equals the per-record path."""
+    import torch
+    from gnsm.models import TabularResMLP
+    torch.manual_seed(0)
+    net = TabularResMLP([3, 4], 2, width=16, depth=2).eval()
+    for p in net.parameters():  # non-zero FiLM and output layers, so the conditioning matters
+        torch.nn.init.normal_(p, std=0.2)
+    y = torch.randn(5, 9)
+    lt = torch.full((5,), 1.3)
+    shared = net(y, lt)
+    per_record = torch.cat([net(y[i:i + 1], lt[i:i + 1]) for i in range(5)])
+    torch.testing.assert_close(shared, per_record, rtol=1e-5, atol=1e-6)
+    mixed = lt.clone()
+    mixed[0] = 0.9  # different temperatures: the per-record path
+    torch.testing.assert_close(net(y, mixed)[1:], shared[1:], rtol=1e-5, atol=1e-6)

@@ -6,7 +6,8 @@ A :class:`DensityHead` standardizes its features with the training mean / std an
             held-out log-likelihood on validation features, or by 3-fold CV without them. Score = NLL.
 ``"kde"``   Gaussian KDE, bandwidth chosen the same way from multiples of Scott's rule. Score = NLL.
 ``"knn"``   distance to the k-th nearest training feature vector.
-``"hgad"``  :func:`gnsm.detectors.heads.fit_hgad_head` (normal-class labels optional). Score = NLL.
+``"hgad"``  :func:`gnsm.detectors.heads.fit_hgad_head` (normal-class labels optional). Score = NLL / D
+            under the mixture + ``score_entropy_weight`` (default 1) x the class entropy.
 ``"loss"``  no density model: the sum of the raw features (for denoising-error features this is a
             diffusion-style likelihood bound).
 

@@ -99,8 +99,10 @@ def train_hgad(model: HGADModel, x: Tensor, labels: Tensor, cond: Tensor | None 
 
     Stage 1 (``stage1_epochs``) uses the inter-class terms, stage 2 (``stage2_epochs``) adds the
     intra-class terms. ``noise_std`` adds Gaussian jitter to each batch (dequantizes discrete
-    features and keeps constant features from collapsing the density). Centres get a larger
-    learning rate and no weight decay, as in the reference implementation.
+    features and keeps constant features from collapsing the density). Centres train at
+    ``centre_lr_mult`` x ``lr`` (3 by default) without weight decay. This is a deliberate deviation: the
+    authors' code builds a 3 x lr group too, but its warm-up / cosine schedule writes one value into every
+    group's lr, so there the centres train at the flow's rate (docs/hgad.md).
     """
     device = next(model.parameters()).device
     prior = model.prior
