@@ -85,10 +85,15 @@ constexpr int kReduceNone = 2;
 
 std::string shape_str(at::IntArrayRef shape);
 
-// Checks that read tensor values need a host sync, which is illegal while a CUDA stream is being
-// captured into a graph; the CUDA backend registers how to ask (set_capture_query), and the value
-// checks are skipped during capture (the shapes, dtypes and devices are still checked).
+// Checks that read tensor values (labels, tau, finite logits) need a host sync on CUDA. There they run
+// on the host only in the opt-in eager mode GNSM_VALIDATE=eager (for debugging: the error is raised
+// by the offending call), and never while a stream is being captured into a graph (the CUDA backend
+// registers how to ask, set_capture_query). By default (GNSM_VALIDATE unset or "device") the CUDA
+// kernels check the values they read and report the first bad one without a sync, raised by the next
+// gnsm CUDA call (ops/cuda/device_checks.cuh). On the CPU the value checks always run on the host.
+// The shapes, dtypes and devices are always checked on the host.
 void set_capture_query(bool (*is_capturing)());
 bool value_checks_allowed(const at::Tensor& t);
+bool eager_validation();  // GNSM_VALIDATE=eager (read at every call; "device" or unset: false)
 
 }  // namespace gnsm

@@ -18,6 +18,13 @@
 // Host compilers inline everything here by force: the CPU kernels call these helpers from functions
 // compiled once per instruction set (GCC target_clones), and a helper left out of line would run the
 // baseline code even from the AVX2 clone.
+// GNSM_DEVICE_MATH: the device branch of the functions below (the GPU's approximate units). Also taken
+// by the host build of the CUDA kernels under emulation (tests/cuda_emulation), so that it computes what
+// the GPU computes.
+#if defined(__CUDA_ARCH__) || defined(GNSM_CUDA_EMULATION)
+#define GNSM_DEVICE_MATH 1
+#endif
+
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define GNSM_HD __host__ __device__ __forceinline__
 #elif defined(__GNUC__)
@@ -100,7 +107,7 @@ GNSM_HD uint32_t float_to_bits(float f) {
 
 // Natural log for finite x > 0 (normal range); callers never pass anything else.
 GNSM_HD float fast_log(float x) {
-#if defined(__CUDA_ARCH__)
+#if defined(GNSM_DEVICE_MATH)
   return __logf(x);
 #else
   const uint32_t bits = float_to_bits(x);
@@ -129,7 +136,7 @@ GNSM_HD float fast_log(float x) {
 
 // exp(x); inputs below -87 flush towards 0 (1e-38), above 88 saturate: softmax sums only need that.
 GNSM_HD float fast_exp(float x) {
-#if defined(__CUDA_ARCH__)
+#if defined(GNSM_DEVICE_MATH)
   return __expf(x);
 #else
   x = x < -87.0f ? -87.0f : x;
@@ -159,7 +166,7 @@ GNSM_HD double fast_exp(double x) { return ::exp(x); }
 // Standard Gumbel draw from one uniform: g = -log(-log(u)).
 template <typename T>
 GNSM_HD T gumbel_from_uniform(float u) {
-#if defined(__CUDA_ARCH__)
+#if defined(GNSM_DEVICE_MATH)
   // __logf's error is absolute (2^-21.4) on [0.5, 2], as large as -log(u) itself when u -> 1; there
   // -log(u) = -log1p(u - 1) with u - 1 exact (Sterbenz) keeps it relative.
   const float neg_log_u = u >= 0.5f ? -log1pf(u - 1.0f) : -fast_log(u);

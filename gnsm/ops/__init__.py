@@ -200,15 +200,20 @@ def score_matching_loss(output: torch.Tensor, rng_state: torch.Tensor, field_siz
     _tensor(output, "output", "of network outputs (B, C, *spatial)")
     _tensor(rng_state, "rng_state", "[seed, offset]")
     tau_t = _tau(tau, output.shape[0], output.device)
-    if output.device.type == "cpu" and output.requires_grad and torch.is_grad_enabled():
-        # The CPU is compute-bound: produce the gradient in the same pass as the loss rather than
-        # regenerating the noise in the backward (on a GPU the recompute is the cheaper choice).
+    if _grad_in_forward(output):
         loss = _LossWithGrad.apply(output, rng_state, sizes, tau_t, kind, reduction)
     else:
         loss = torch.ops.gnsm.score_matching_loss(output, rng_state, sizes, tau_t, kind, reduction)
     if reduction == "none" and single:
         loss = loss.squeeze(1)
     return loss
+
+
+def _grad_in_forward(output: torch.Tensor) -> bool:
+    """Whether the loss computes its gradient in the forward pass (CPU only): the CPU is compute-bound,
+    so it produces the gradient in the same pass as the loss rather than regenerating the noise in the
+    backward (on a GPU the recompute is the cheaper choice)."""
+    return output.device.type == "cpu" and output.requires_grad and torch.is_grad_enabled()
 
 
 class _LossWithGrad(torch.autograd.Function):

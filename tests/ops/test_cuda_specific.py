@@ -177,13 +177,22 @@ def test_loss_matches_reference_on_gpu():
 def test_float64_parity_and_gradcheck(shape, sizes):
     l = _output(shape, torch.float64)
     tau, st = _tau(shape[0]).double(), _state()
+    # The noise is fp32 on both backends and its logs differ (SFU on the GPU, a polynomial on the CPU,
+    # a few fp32 ulp of g), so float64 storage agrees only to fp32-noise accuracy, not 1e-10: with the
+    # kernels under CPU emulation (tests/cuda_emulation) these cases differ from the CPU by at most
+    # 3.7e-9 relative (8e-8 absolute kl, 6e-4 absolute on the 1.7e6 mse loss); rtol 1e-6 leaves margin
+    # for the hardware's approximate log, which the emulation only models.
     for kind in ("kl", "mse"):
         cpu = ops.score_matching_loss(l, st, sizes, tau, kind=kind)
         gpu = ops.score_matching_loss(l.to(DEV), st.to(DEV), sizes, tau.to(DEV), kind=kind)
         assert gpu.dtype == torch.float64
-        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-10, rtol=1e-10)
+        torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6 * float(cpu.abs()), rtol=1e-6)
+    # gradcheck in float64 on the device: kl everywhere; mse only where its scale (tau^2 K^2, 1.7e6 for
+    # K = 70 at tau = 20) leaves gradcheck's finite differences meaningful (the CPU op fails it there too).
     lg = l.to(DEV).requires_grad_()
-    torch.autograd.gradcheck(lambda x: ops.score_matching_loss(x, st.to(DEV), sizes, tau.to(DEV), kind="mse"), (lg,))
+    kinds = ("kl",) if max(sizes) > 10 else ("kl", "mse")
+    for kind in kinds:
+        torch.autograd.gradcheck(lambda x: ops.score_matching_loss(x, st.to(DEV), sizes, tau.to(DEV), kind=kind), (lg,))
 
 
 # ---- opcheck -----------------------------------------------------------------------------------
@@ -266,7 +275,13 @@ def test_half_storage_no_nan(dtype, shape, sizes):
             loss = ops.score_matching_loss(l, st, sizes, tau, kind=kind)
             (grad,) = torch.autograd.grad(loss, l)
             assert loss.dtype == torch.float32 and torch.isfinite(loss).all()
-            assert grad.dtype == dtype and torch.isfinite(grad.float()).all()
+            assert grad.dtype == dtype
+            # The mse gradient scales with tau^2 K^2 (about 5e6 at tau = 1e3): beyond fp16's range on
+            # every backend, so fp16 storage of it must overflow there; everything else stays finite.
+            if dtype == torch.float16 and kind == "mse" and tau_value >= 1e3:
+                assert not torch.isnan(grad.float()).any()
+            else:
+                assert torch.isfinite(grad.float()).all()
         rec, pos = ops.score_norms(l.detach(), sizes, tau)
         assert torch.isfinite(rec).all() and torch.isfinite(pos).all()
         # Storage rounding only: the fp32 math of the same state on fp32 storage is close.

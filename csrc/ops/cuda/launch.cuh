@@ -26,6 +26,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "ops/cuda/device_checks.cuh"
 #include "utils/checks.h"
 #include "utils/gnsm_math.h"
 
@@ -198,9 +199,20 @@ struct FloatRef {
 
 inline FloatRef float_ref(const at::Tensor& t) { return FloatRef{t.data_ptr(), storage_code(t.scalar_type())}; }
 
-// Per-field log-softmax of a register row in place (fields are runtime ranges, channels compile-time).
+// Log-normalizer of a field kept as (max, log sum exp(z - max)): the log-probability of z is formed
+// as (z - max) - log_sum, exact in its first step. Forming z - (max + log_sum) instead rounds
+// max + log_sum at the scale of max and loses log_sum entirely for large logits (bf16-max logits gave
+// relax 0 instead of -log 4).
+template <typename acc_t>
+struct FieldLse {
+  acc_t max;
+  acc_t log_sum;
+  __device__ __forceinline__ acc_t log_prob(acc_t z) const { return (z - max) - log_sum; }
+};
+
+// Per-field log-normalizer of a register row (fields are runtime ranges, channels compile-time).
 template <int N>
-__device__ __forceinline__ float field_lse(const float (&z)[N], int o, int e) {
+__device__ __forceinline__ FieldLse<float> field_lse(const float (&z)[N], int o, int e) {
   float m = -INFINITY;
 #pragma unroll
   for (int c = 0; c < N; ++c) {
@@ -211,30 +223,44 @@ __device__ __forceinline__ float field_lse(const float (&z)[N], int o, int e) {
   for (int c = 0; c < N; ++c) {
     if (c >= o && c < e) sum += math::fast_exp(z[c] - m);
   }
-  return m + math::fast_log(sum);
+  return FieldLse<float>{m, math::fast_log(sum)};
+}
+
+// Per-field max of a register row.
+template <int N>
+__device__ __forceinline__ float field_max(const float (&z)[N], int o, int e) {
+  float m = -INFINITY;
+#pragma unroll
+  for (int c = 0; c < N; ++c) {
+    if (c >= o && c < e) m = fmaxf(m, z[c]);
+  }
+  return m;
 }
 
 // Online max / sum-of-exp of a team of T threads (T = 1 or 32): merges the per-thread accumulators.
+// With scale s != 1 it accumulates sum exp(s (v - max)) over unscaled values v, the log-normalizer of
+// s v whose max is taken before scaling (relax_from_logits: huge logits at a small tau stay finite).
 template <typename acc_t>
 struct TeamLse {
   acc_t max = -INFINITY;
   acc_t sum = acc_t(0);
+  acc_t scale = acc_t(1);
   __device__ __forceinline__ void add(acc_t v) {
     if (v > max) {
-      sum = sum * math::fast_exp(max - v) + acc_t(1);
+      sum = sum * math::fast_exp((max - v) * scale) + acc_t(1);
       max = v;
     } else {
-      sum += math::fast_exp(v - max);
+      sum += math::fast_exp((v - max) * scale);
     }
   }
   __device__ __forceinline__ void merge(acc_t m2, acc_t s2) {
     const acc_t m = max > m2 ? max : m2;
     if (m == -INFINITY) return;  // both empty
-    sum = sum * math::fast_exp(max - m) + s2 * math::fast_exp(m2 - m);
+    sum = sum * math::fast_exp((max - m) * scale) + s2 * math::fast_exp((m2 - m) * scale);
     max = m;
   }
   template <int T>
-  __device__ __forceinline__ acc_t team_value() {
+  __device__ __forceinline__ FieldLse<acc_t> team_value() {
     if constexpr (T > 1) {
 #pragma unroll
       for (int d = T / 2; d > 0; d /= 2) {
@@ -243,9 +269,22 @@ struct TeamLse {
         merge(m2, s2);
       }
     }
-    return max + math::fast_log(sum);
+    return FieldLse<acc_t>{max, math::fast_log(sum)};
   }
 };
+
+// Max over a team of T threads.
+template <int T, typename acc_t>
+__device__ __forceinline__ acc_t team_max(acc_t v) {
+  if constexpr (T > 1) {
+#pragma unroll
+    for (int d = T / 2; d > 0; d /= 2) {
+      const acc_t o = __shfl_xor_sync(0xffffffffu, v, d, T);
+      v = o > v ? o : v;
+    }
+  }
+  return v;
+}
 
 template <int T, typename acc_t>
 __device__ __forceinline__ acc_t team_sum(acc_t v) {

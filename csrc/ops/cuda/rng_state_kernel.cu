@@ -32,7 +32,6 @@ __global__ void unpack_state_kernel(at::PhiloxCudaState philox, int64_t* out) {
 }
 
 at::Tensor rng_state_cuda(const at::Tensor& like, std::optional<at::Generator> generator) {
-  TORCH_CHECK_VALUE(like.is_cuda(), "like: expected a CUDA tensor, got one on ", like.device());
   const c10::cuda::CUDAGuard guard(like.device());
   auto* gen = at::get_generator_or_default<at::CUDAGeneratorImpl>(
       generator, at::cuda::detail::getDefaultCUDAGenerator(like.device().index()));

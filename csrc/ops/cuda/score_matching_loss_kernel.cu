@@ -31,6 +31,7 @@ struct LossParams {
   int32_t C;
   bool kl;
   bool backward;
+  DeviceErrors err;      // value checks on the device (device_checks.cuh)
 };
 
 template <typename acc_t>
@@ -49,6 +50,7 @@ __global__ void __launch_bounds__(kThreads)
     const Position q = position_of(pi, p.S, p.C);
     const Seeds sd = read_seeds(p.state);
     const float tau = static_cast<const float*>(p.tau)[q.b];
+    p.err.check_tau(tau, q.b);
     const uint64_t g0 = group0_of(q, p.C, p.S);
     float lq[N], lp[N];  // log q / log p logits, then q / p, then (backward) the gradient in lp
 #pragma unroll
@@ -65,13 +67,13 @@ __global__ void __launch_bounds__(kThreads)
     for (int j = 0; j < J; ++j) {
       const int o = ft.offset(j), e = ft.offset(j + 1);
       const float K = static_cast<float>(e - o);
-      const float lse_q = field_lse<N>(lq, o, e);
-      const float lse_p = field_lse<N>(lp, o, e);
+      const FieldLse<float> lse_q = field_lse<N>(lq, o, e);
+      const FieldLse<float> lse_p = field_lse<N>(lp, o, e);
       float acc = 0.0f;
 #pragma unroll
       for (int c = 0; c < N; ++c) {
         if (c >= o && c < e) {
-          const float log_q = lq[c] - lse_q, log_p = lp[c] - lse_p;
+          const float log_q = lse_q.log_prob(lq[c]), log_p = lse_p.log_prob(lp[c]);
           const float qk = math::fast_exp(log_q), pk = math::fast_exp(log_p);
           acc += p.kl ? qk * (log_q - log_p) : (pk - qk) * (pk - qk);
           lq[c] = qk;
@@ -124,6 +126,7 @@ __global__ void __launch_bounds__(kThreads)
     const Position q = position_of(pi, p.S, p.C);
     const Seeds sd = read_seeds(p.state);
     const acc_t tau = static_cast<const acc_t*>(p.tau)[q.b];
+    if (lane == 0) p.err.check_tau(tau, q.b);
     const uint64_t g0 = group0_of(q, p.C, p.S);
     const int J = ft.num_fields;
     for (int j = 0; j < J; ++j) {
@@ -142,8 +145,8 @@ __global__ void __launch_bounds__(kThreads)
           }
         }
       }
-      const acc_t lse_q = sq.template team_value<T>();
-      const acc_t lse_p = sp.template team_value<T>();
+      const FieldLse<acc_t> lse_q = sq.template team_value<T>();
+      const FieldLse<acc_t> lse_p = sp.template team_value<T>();
       acc_t acc = acc_t(0), dp = acc_t(0);
       for (int cg = (o >> 2) + lane; 4 * cg < e; cg += T) {
         float g[4];
@@ -152,8 +155,8 @@ __global__ void __launch_bounds__(kThreads)
         for (int l = 0; l < 4; ++l) {
           const int c = 4 * cg + l;
           if (c >= o && c < e) {
-            const acc_t log_q = -static_cast<acc_t>(g[l]) - lse_q;
-            const acc_t log_p = p.l.load<acc_t>(q.base + static_cast<int64_t>(c) * p.S) - lse_p;
+            const acc_t log_q = lse_q.log_prob(-static_cast<acc_t>(g[l]));
+            const acc_t log_p = lse_p.log_prob(p.l.load<acc_t>(q.base + static_cast<int64_t>(c) * p.S));
             const acc_t qk = math::fast_exp(log_q), pk = math::fast_exp(log_p);
             acc += p.kl ? qk * (log_q - log_p) : (pk - qk) * (pk - qk);
             dp += (pk - qk) * pk;
@@ -184,8 +187,8 @@ __global__ void __launch_bounds__(kThreads)
           const int c = 4 * cg + l;
           if (c >= o && c < e) {
             const int64_t idx = q.base + static_cast<int64_t>(c) * p.S;
-            const acc_t qk = math::fast_exp(-static_cast<acc_t>(g[l]) - lse_q);
-            const acc_t pk = math::fast_exp(p.l.load<acc_t>(idx) - lse_p);
+            const acc_t qk = math::fast_exp(lse_q.log_prob(-static_cast<acc_t>(g[l])));
+            const acc_t pk = math::fast_exp(lse_p.log_prob(p.l.load<acc_t>(idx)));
             p.grad_l.store<acc_t>(idx, p.kl ? w * (pk - qk) : scale * pk * ((pk - qk) - dp));
           }
         }
@@ -237,12 +240,14 @@ LossParams base_params(const LossArgs& args, const at::Tensor& output, const at:
   p.S = args.dims.spatial;
   p.C = static_cast<int32_t>(args.dims.channels);
   p.kl = args.kl;
+  p.err = device_errors();
   return p;
 }
 
 at::Tensor score_matching_loss_cuda(const at::Tensor& output_in, const at::Tensor& rng_state,
                                     at::IntArrayRef field_sizes, const at::Tensor& tau, c10::string_view kind,
                                     c10::string_view reduction) {
+  raise_device_error();
   const LossArgs args = check_score_matching_loss(output_in, rng_state, field_sizes, tau, kind, reduction);
   const c10::cuda::CUDAGuard guard(output_in.device());
   const at::Tensor output = output_in.contiguous();
@@ -279,6 +284,7 @@ at::Tensor score_matching_loss_backward_cuda(const at::Tensor& grad_in, const at
                                              const at::Tensor& rng_state, at::IntArrayRef field_sizes,
                                              const at::Tensor& tau, c10::string_view kind,
                                              c10::string_view reduction) {
+  raise_device_error();
   const LossArgs args =
       check_score_matching_loss_backward(grad_in, output_in, rng_state, field_sizes, tau, kind, reduction);
   const c10::cuda::CUDAGuard guard(output_in.device());

@@ -17,6 +17,7 @@ struct NormParams {
   int64_t positions;
   int64_t S;
   int32_t C;
+  DeviceErrors err;  // value checks on the device (device_checks.cuh)
 };
 
 template <int N>
@@ -26,6 +27,7 @@ __global__ void __launch_bounds__(kThreads)
   if (pi >= p.positions) return;
   const Position q = position_of(pi, p.S, p.C);
   const float tau = static_cast<const float*>(p.tau)[q.b];
+  p.err.check_tau(tau, q.b);
   float z[N];
 #pragma unroll
   for (int c = 0; c < N; ++c) z[c] = 0.0f;
@@ -34,12 +36,12 @@ __global__ void __launch_bounds__(kThreads)
   for (int j = 0; j < J; ++j) {
     const int o = ft.offset(j), e = ft.offset(j + 1);
     const float K = static_cast<float>(e - o);
-    const float lse = field_lse<N>(z, o, e);
+    const FieldLse<float> lse = field_lse<N>(z, o, e);
     float acc = 0.0f;
 #pragma unroll
     for (int c = 0; c < N; ++c) {
       if (c >= o && c < e) {
-        const float s = math::score_from_prob(math::fast_exp(z[c] - lse), K, tau);
+        const float s = math::score_from_prob(math::fast_exp(lse.log_prob(z[c])), K, tau);
         acc += s * s;
       }
     }
@@ -55,16 +57,17 @@ __global__ void __launch_bounds__(kThreads)
   if (pi >= p.positions) return;  // whole teams leave together
   const Position q = position_of(pi, p.S, p.C);
   const acc_t tau = static_cast<const acc_t*>(p.tau)[q.b];
+  if (lane == 0) p.err.check_tau(tau, q.b);
   const int J = ft.num_fields;
   for (int j = 0; j < J; ++j) {
     const int o = ft.offset(j), e = ft.offset(j + 1);
     const acc_t K = static_cast<acc_t>(e - o);
     TeamLse<acc_t> st;
     for (int c = o + lane; c < e; c += T) st.add(p.l.load<acc_t>(q.base + static_cast<int64_t>(c) * p.S));
-    const acc_t lse = st.template team_value<T>();
+    const FieldLse<acc_t> lse = st.template team_value<T>();
     acc_t acc = acc_t(0);
     for (int c = o + lane; c < e; c += T) {
-      const acc_t s = math::score_from_prob(math::fast_exp(p.l.load<acc_t>(q.base + static_cast<int64_t>(c) * p.S) - lse),
+      const acc_t s = math::score_from_prob(math::fast_exp(lse.log_prob(p.l.load<acc_t>(q.base + static_cast<int64_t>(c) * p.S))),
                                             K, tau);
       acc += s * s;
     }
@@ -75,6 +78,7 @@ __global__ void __launch_bounds__(kThreads)
 
 std::tuple<at::Tensor, at::Tensor> score_norms_cuda(const at::Tensor& output_in, at::IntArrayRef field_sizes,
                                                     const at::Tensor& tau) {
+  raise_device_error();
   const NormArgs args = check_score_norms(output_in, field_sizes, tau);
   const c10::cuda::CUDAGuard guard(output_in.device());
   const at::Tensor output = output_in.contiguous();
@@ -91,6 +95,7 @@ std::tuple<at::Tensor, at::Tensor> score_norms_cuda(const at::Tensor& output_in,
     const FieldTable ft = make_field_table(args.layout, output.device(), &keep);
     p.l = float_ref(output);
     p.tau = tau_acc.data_ptr();
+    p.err = device_errors();
     p.sq = sq.data_ptr();
     p.S = args.dims.spatial;
     p.C = static_cast<int32_t>(args.dims.channels);

@@ -35,6 +35,7 @@ struct TargetParams {
   int64_t positions;
   int64_t S;
   int32_t C;
+  DeviceErrors err;  // value checks on the device (device_checks.cuh)
 };
 
 template <int N>
@@ -45,6 +46,7 @@ __global__ void __launch_bounds__(kThreads)
   const Position q = position_of(pi, p.S, p.C);
   const Seeds sd = read_seeds(p.state);
   const float tau = p.tau[q.b];
+  p.err.check_tau(tau, q.b);
   const uint64_t g0 = group0_of(q, p.C, p.S);
   float z[N];
 #pragma unroll
@@ -56,11 +58,11 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int j = 0; j < ft.num_fields; ++j) {
     const int o = ft.offset(j), e = ft.offset(j + 1);
-    const float lse = field_lse<N>(z, o, e);
+    const FieldLse<float> lse = field_lse<N>(z, o, e);
     const float K = static_cast<float>(e - o);
 #pragma unroll
     for (int c = 0; c < N; ++c) {
-      if (c >= o && c < e) z[c] = math::score_from_prob(math::fast_exp(z[c] - lse), K, tau);
+      if (c >= o && c < e) z[c] = math::score_from_prob(math::fast_exp(lse.log_prob(z[c])), K, tau);
     }
   }
   FloatRef{p.out, kF32}.store_row<N>(z, q.base, p.S, p.C);
@@ -75,6 +77,7 @@ __global__ void __launch_bounds__(kThreads)
   const Position q = position_of(pi, p.S, p.C);
   const Seeds sd = read_seeds(p.state);
   const float tau = p.tau[q.b];
+  if (lane == 0) p.err.check_tau(tau, q.b);
   const uint64_t g0 = group0_of(q, p.C, p.S);
   for (int j = 0; j < ft.num_fields; ++j) {
     const int o = ft.offset(j), e = ft.offset(j + 1);
@@ -88,7 +91,7 @@ __global__ void __launch_bounds__(kThreads)
         if (c >= o && c < e) st.add(-g[l]);
       }
     }
-    const float lse = st.template team_value<T>();
+    const FieldLse<float> lse = st.template team_value<T>();
     const float K = static_cast<float>(e - o);
     for (int cg = (o >> 2) + lane; 4 * cg < e; cg += T) {
       float g[4];
@@ -97,7 +100,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int l = 0; l < 4; ++l) {
         const int c = 4 * cg + l;
         if (c >= o && c < e) {
-          p.out[q.base + static_cast<int64_t>(c) * p.S] = math::score_from_prob(math::fast_exp(-g[l] - lse), K, tau);
+          p.out[q.base + static_cast<int64_t>(c) * p.S] = math::score_from_prob(math::fast_exp(lse.log_prob(-g[l])), K, tau);
         }
       }
     }
@@ -105,6 +108,7 @@ __global__ void __launch_bounds__(kThreads)
 }
 
 at::Tensor gumbel_noise_cuda(const at::Tensor& rng_state, c10::SymIntArrayRef sym_shape) {
+  raise_device_error();
   const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
   const NoiseArgs args = check_gumbel_noise(rng_state, shape);
   const c10::cuda::CUDAGuard guard(rng_state.device());
@@ -122,6 +126,7 @@ at::Tensor gumbel_noise_cuda(const at::Tensor& rng_state, c10::SymIntArrayRef sy
 
 at::Tensor target_score_cuda(const at::Tensor& rng_state, c10::SymIntArrayRef sym_shape, at::IntArrayRef field_sizes,
                              const at::Tensor& tau) {
+  raise_device_error();
   const auto shape = C10_AS_INTARRAYREF_SLOW(sym_shape);
   const NoiseArgs args = check_target_score(rng_state, shape, field_sizes, tau);
   const c10::cuda::CUDAGuard guard(rng_state.device());
@@ -135,6 +140,7 @@ at::Tensor target_score_cuda(const at::Tensor& rng_state, c10::SymIntArrayRef sy
   at::Tensor keep;
   const FieldTable ft = make_field_table(args.layout, rng_state.device(), &keep);
   p.tau = tau_f.data_ptr<float>();
+  p.err = device_errors();
   p.state = state.data_ptr<int64_t>();
   p.out = out.data_ptr<float>();
   p.S = d.spatial;
