@@ -18,7 +18,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <sstream>
+#include <cstring>
 
 #include "utils/checks.h"
 
@@ -66,6 +66,7 @@ struct DeviceErrors {
 };
 
 // The process's record (allocated on first use, never freed: the kernels may still write it at exit).
+// cudaHostAlloc may synchronize the device; it runs once, at the first gnsm CUDA call.
 inline DeviceErrorRecord* host_error_record() {
   static DeviceErrorRecord* rec = [] {
     void* p = nullptr;
