@@ -43,8 +43,8 @@ FieldLayout check_field_sizes(at::IntArrayRef field_sizes, int64_t channels, con
 // tau: floating (float32/float64), shape (batch,), on `device`, finite and > 0.
 void check_tau(const at::Tensor& tau, int64_t batch, const at::Device& device);
 
-// tau within [kTauMin, kTauMax] (after check_tau). Host tensors only: for a CUDA tau this is left to
-// a device-side check of the CUDA backend (no host sync); not done there yet.
+// tau within [kTauMin, kTauMax] (after check_tau), where value_checks_allowed: CPU tensors, and CUDA in
+// GNSM_VALIDATE=eager mode; by default the CUDA kernels check the same range without a host sync.
 void check_tau_range_on_host(const at::Tensor& tau);
 
 // rng_state: int64 tensor of two elements ([seed, offset]) on `device`.

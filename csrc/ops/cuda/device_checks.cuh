@@ -54,7 +54,9 @@ struct DeviceErrors {
   }
   template <typename T>
   __device__ __forceinline__ void check_tau(T tau, int64_t b) const {
-    if (!(tau > T(0)) || isinf(tau)) report(kBadTau, b, 0, 0, 0, static_cast<double>(tau), 0);
+    // The host check's range, compared in tau's dtype as there (check_tau_range_on_host); NaN fails both.
+    if (!(tau >= static_cast<T>(kTauMin) && tau <= static_cast<T>(kTauMax)))
+      report(kBadTau, b, 0, 0, 0, static_cast<double>(tau), 0);
   }
   __device__ __forceinline__ void check_label(int64_t label, int64_t K, int64_t b, int64_t j, int64_t s) const {
     if (label < 0 || label >= K) report(kBadLabel, b, j, 0, s, static_cast<double>(label), K);
@@ -100,7 +102,8 @@ inline void raise_device_error() {
       TORCH_CHECK_VALUE(false, "labels: expected values in [0, ", r.bound, ") for field ", r.j, ", found ",
                         static_cast<int64_t>(r.value), " at index (", r.b, ", ", r.j, ", ", r.s, ")", note);
     case kBadTau:
-      TORCH_CHECK_VALUE(false, "tau: expected finite temperatures > 0, found ", r.value, " at index ", r.b, note);
+      TORCH_CHECK_VALUE(false, "tau: expected finite temperatures in [", kTauMin, ", ", kTauMax, "], found ", r.value,
+                        " at index ", r.b, note);
     default:
       TORCH_CHECK_VALUE(false, "logits: expected finite values, found ", r.value, " at index (", r.b, ", ", r.c, ", ",
                         r.s, ")", note);
