@@ -17,6 +17,7 @@ __all__ = [
     "LazyChoices",
     "add_quiet",
     "check_columns",
+    "check_creatable",
     "check_device",
     "check_model_dir",
     "check_out_dir",
@@ -111,7 +112,7 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
-def _check_creatable(path: Path, flag: str, what: str) -> None:
+def check_creatable(path: Path, flag: str, what: str) -> None:
     """``path`` is an existing folder or can be made one (no file in the way, writable parent)."""
     base = _nearest_existing(path)
     if base == path:
@@ -132,7 +133,7 @@ def check_model_dir(path: str, flag: str = "--model-dir") -> None:
     from ..detectors import META_FILE, WEIGHTS_FILE
 
     folder = Path(path).expanduser()
-    _check_creatable(folder, flag, "model folder")
+    check_creatable(folder, flag, "model folder")
     if folder.is_dir():
         other = sorted(p.name for p in folder.iterdir() if p.name not in (META_FILE, WEIGHTS_FILE))
         if other:
@@ -142,7 +143,7 @@ def check_model_dir(path: str, flag: str = "--model-dir") -> None:
 
 def check_out_dir(path: str, flag: str = "--out") -> None:
     """An output folder that exists or can be created."""
-    _check_creatable(Path(path).expanduser(), flag, "folder for the outputs")
+    check_creatable(Path(path).expanduser(), flag, "folder for the outputs")
 
 
 def check_output_file(path: str, flag: str = "--output") -> None:
@@ -156,7 +157,7 @@ def check_output_file(path: str, flag: str = "--output") -> None:
         table_kind(p, flag, write=True)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    _check_creatable(p.parent, flag, "folder for the output file")
+    check_creatable(p.parent, flag, "folder for the output file")
 
 
 # ---------------------------------------------------------------------------- tables

@@ -23,7 +23,8 @@ from .registry import (
     register_dataset,
     subsample_anomalies,
 )
-from .segmentation import CAMVID_CLASSES, CAMVID_VOID, augment_volume, load_camvid, load_spine
+from .segmentation import (CAMVID_CLASSES, CAMVID_VOID, CamVidFrames, augment_volume, load_camvid, load_camvid_frames,
+                           load_spine, read_rgb)
 from .tables import TABLE_SUFFIXES, read_table, table_kind, write_table
 
 __all__ = [
@@ -38,7 +39,10 @@ __all__ = [
     "augment_volume",
     "find_data_dir",
     "list_datasets",
+    "CamVidFrames",
     "load_camvid",
+    "load_camvid_frames",
+    "read_rgb",
     "load_class_table",
     "load_dataset",
     "load_spine",

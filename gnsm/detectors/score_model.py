@@ -151,12 +151,17 @@ class ScoreModelDetector(BaseDetector):
         from ..training import TrainConfig, Trainer
         cfg = TrainConfig(steps=steps, batch_size=batch_size, lr=float(self.lr),
                           weight_decay=float(self.weight_decay), warmup_steps=min(100, steps // 10),
-                          ema_decay=float(self.ema_decay), kind="kl", eps=float(self.eps), seed=self._seed(),
+                          ema_decay=float(self.ema_decay), kind="kl", eps=float(self.eps),
+                          eps_levels=self._eps_levels(), seed=self._seed(),
                           device=str(self._dev), progress=bool(self.verbose),
                           val_every=max(steps // 4, 1) if val is not None else 10 ** 9)
         trainer = Trainer(model, self._schedule(), cfg, field_sizes, n_numerical)
         result = trainer.fit(data, val=val)
         return trainer.ema_model.eval(), result
+
+    def _eps_levels(self) -> tuple[float, ...] | None:
+        """One-hot clip per schedule level (None: ``eps`` at every level); detectors with a rising clip override."""
+        return None
 
     @staticmethod
     def _train_info(result: Any, batch_size: int) -> dict[str, Any]:

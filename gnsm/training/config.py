@@ -21,6 +21,7 @@ class TrainConfig:
     ema_decay: float = 0.999
     kind: str = "kl"                 # "kl" or "mse": the divergence of the categorical score loss
     eps: float = PAPER_EPS           # clip of the one-hot before relaxing (non-true classes get log(eps))
+    eps_levels: tuple[float, ...] | None = None  # one clip per schedule level (overrides eps); docs/training.md
     amp: str = "auto"                # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
     compile: bool = False
     val_every: int = 200
@@ -56,6 +57,10 @@ class TrainConfig:
             raise ValueError(f"config.ema_decay: expected a value in [0, 1), got {self.ema_decay}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"config.patience: expected None or >= 1, got {self.patience}")
+        if self.eps_levels is not None:
+            self.eps_levels = tuple(float(e) for e in self.eps_levels)
+            if not self.eps_levels or not all(0.0 < e <= 1.0 for e in self.eps_levels):
+                raise ValueError(f"config.eps_levels: expected values in (0, 1], got {self.eps_levels}")
         if self.warmup_steps < 0 or self.lr <= 0:
             raise ValueError("config.warmup_steps must be >= 0 and config.lr > 0")
 

@@ -113,6 +113,13 @@ class Trainer:
             raise ValueError(f"num_numerical: the model was built for {model_d}, the trainer got {num_numerical}")
         self.schedule = schedule
         self.config = config
+        self.log_eps_levels = None
+        if config.eps_levels is not None:
+            if len(config.eps_levels) != schedule.n:
+                raise ValueError(f"config.eps_levels: expected one clip per schedule level ({schedule.n}), got "
+                                 f"{len(config.eps_levels)}")
+            if config.ops_backend != "fused":
+                raise ValueError("config.eps_levels: needs ops_backend='fused'")
         if config.num_threads is None:
             ensure_configured()
         else:
@@ -141,6 +148,8 @@ class Trainer:
                                                                                         config.steps))
         self.taus = schedule.taus().to(self.device)
         self.log_taus = self.taus.log()
+        if config.eps_levels is not None:
+            self.log_eps_levels = torch.tensor(config.eps_levels, dtype=torch.float32, device=self.device).log()
         self.sigmas = schedule.sigmas().to(self.device)
         self.step = 0
         self.history: list[float] = []
@@ -188,8 +197,12 @@ class Trainer:
         key = rng.key(cfg.seed, purpose, shard)
         if cfg.ops_backend == "fused":
             state = torch.tensor([key, step], dtype=torch.int64, device=self.device)
-            y, state = ops.relax_from_labels(labels, self.field_sizes, tau, eps=cfg.eps, dtype=y_dtype,
-                                             rng_state=state)
+            if self.log_eps_levels is not None:  # a clip per level: relax the per-record one-hot logits
+                y, state = ops.relax_from_logits(self._level_logits(labels, levels), self.field_sizes, tau,
+                                                 dtype=y_dtype, rng_state=state)
+            else:
+                y, state = ops.relax_from_labels(labels, self.field_sizes, tau, eps=cfg.eps, dtype=y_dtype,
+                                                 rng_state=state)
         else:
             lab = labels.unsqueeze(1) if self.single_field else labels
             for j, k in enumerate(self.sizes):
@@ -224,6 +237,12 @@ class Trainer:
                 per_record = per_record * sigma.square()
             loss = loss + per_record.mean()
         return loss
+
+    def _level_logits(self, labels: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+        """``log(clip(onehot, eps_levels[level]))`` of each record: 0 at the true class, log eps elsewhere."""
+        off = self.layout.one_hot_logits(labels, math.exp(-1.0))  # -1 off the true class
+        log_eps = self.log_eps_levels[levels].view(-1, *([1] * (off.dim() - 1)))
+        return off * -log_eps
 
     # -- data
     def _tabular_indices(self, n: int, step: int) -> torch.Tensor:

@@ -114,6 +114,10 @@ class SegmentationQC(ScoreModelDetector):
             None: all).
         n_noise_copies: noised copies per temperature (denoise).
         eps: one-hot clip; 0.01 lets the noise flip ~10% of the voxels (K = 12).
+        eps_max: None (one clip ``eps`` at every level) or the clip of the noisiest level: the clip then
+            rises geometrically from ``eps`` (least noisy level) to ``eps_max`` (noisiest), so the top levels
+            flip most voxels and the network has to infer the labels from the conditioning image
+            (docs/segmentation.md, "Image-conditioned QC"). Used in training and in scoring.
         channels, num_res_blocks: UNet size.
         cond_channels: image channels given as conditioning (``cond=`` of fit / scoring).
         coord_channels: add each voxel's normalized coordinates (-1..1 along every axis of its case) as
@@ -144,7 +148,8 @@ class SegmentationQC(ScoreModelDetector):
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
                  tau_min: float = 2.0, n_score_temperatures: int | None = 5, n_noise_copies: int = 2,
-                 eps: float = DETECTOR_EPS, channels: Sequence[int] = (32, 64, 128), num_res_blocks: int = 1,
+                 eps: float = DETECTOR_EPS, eps_max: float | None = None, channels: Sequence[int] = (32, 64, 128),
+                 num_res_blocks: int = 1,
                  cond_channels: int = 0, coord_channels: bool = False, positional_prior: bool = False,
                  patch_size: Sequence[int] | None = None, flip_axes: Sequence[int] = (),
                  window: Sequence[int] | None = None, n_steps: int = 2000, batch_size: int = 16,
@@ -167,6 +172,7 @@ class SegmentationQC(ScoreModelDetector):
         self.n_score_temperatures = n_score_temperatures
         self.n_noise_copies = n_noise_copies
         self.eps = eps
+        self.eps_max = eps_max
         self.channels = channels
         self.num_res_blocks = num_res_blocks
         self.cond_channels = cond_channels
@@ -212,6 +218,18 @@ class SegmentationQC(ScoreModelDetector):
         check_int_sequence_param(self.flip_axes, "flip_axes", low=0, allow_empty=True)
         check_bool_param(self.coord_channels, "coord_channels")
         check_bool_param(self.positional_prior, "positional_prior")
+        if self.eps_max is not None:
+            check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
+
+    def _eps_levels(self) -> tuple[float, ...] | None:
+        if self.eps_max is None:
+            return None
+        levels = np.geomspace(float(self.eps_max), float(self.eps), int(self.n_temperatures))  # index 0 noisiest
+        return tuple(float(e) for e in levels)
+
+    def _level_eps(self, i: int) -> float:
+        levels = self._eps_levels()
+        return float(self.eps) if levels is None else levels[i]
 
     def _network_params(self) -> set[str]:
         return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
@@ -400,8 +418,8 @@ class SegmentationQC(ScoreModelDetector):
         dev = self._dev
         if case.labels is not None:
             source = torch.from_numpy(np.ascontiguousarray(case.labels))
-        else:
-            source = torch.from_numpy(np.ascontiguousarray(case.probs)).clamp_min(float(self.eps)).log()
+        else:  # probabilities; _window_features takes their logits at each level's clip
+            source = torch.from_numpy(np.ascontiguousarray(case.probs, dtype=np.float32))
         cond_t = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond))
         T = len(self._score_indices())
         acc = torch.zeros((T, *shape), dtype=torch.float32)
@@ -425,29 +443,30 @@ class SegmentationQC(ScoreModelDetector):
         return fmap
 
     def _window_features(self, x: Tensor, cond: Tensor | None, gen: torch.Generator) -> Tensor:
-        """x: labels (B, *w) int64 or class logits (B, K, *w) -> (B, T, *w) float32."""
+        """x: labels (B, *w) int64 or class probabilities (B, K, *w) -> (B, T, *w) float32."""
         from ... import ops
         K = self.num_classes_
         layout = FieldLayout.from_sizes(K)
         model = self.model_
         taus = self._schedule().taus().to(x.device)
         labels = x if x.dtype == torch.int64 else None
-        if self.scoring == "paper":
-            a = layout.one_hot_logits(labels, float(self.eps)) if labels is not None else x
         B = x.shape[0]
         out = []
         for i in self._score_indices():
             tau = taus[i].expand(B).contiguous()
+            eps = self._level_eps(i)
+            # soft input: x holds probabilities; the level's clip bounds their logits like a one-hot's
+            a = layout.one_hot_logits(labels, eps) if labels is not None else x.clamp_min(eps).log()
             if self.scoring == "paper":
                 net = model(layout.log_softmax(a / taus[i]), tau.log(), cond)
                 out.append(ops.score_norms(net.float().contiguous(), K, tau)[1])
                 continue
             err = torch.zeros((B, *x.shape[-self.spatial_dims_:]), device=x.device)
             for _ in range(int(self.n_noise_copies)):
-                if labels is not None:
-                    y, state = ops.relax_from_labels(labels, K, tau, eps=float(self.eps), generator=gen)
+                if labels is not None and self.eps_max is None:
+                    y, state = ops.relax_from_labels(labels, K, tau, eps=eps, generator=gen)
                 else:
-                    y, state = ops.relax_from_logits(x, K, tau, generator=gen)
+                    y, state = ops.relax_from_logits(a, K, tau, generator=gen)
                 net = model(y, tau.log(), cond)
                 err += ops.score_matching_loss(net.float().contiguous(), state, K, tau, kind="kl", reduction="none")
             out.append(err / int(self.n_noise_copies))

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .cases import CorruptedCase
 
 __all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "summarize_cases", "evaluate_camvid",
-           "evaluate_spine"]
+           "evaluate_spine", "fit_or_load"]
 
 
 class PositionalFrequency:
@@ -120,7 +120,7 @@ def summarize_cases(scores: np.ndarray, dice: np.ndarray, maps: Sequence[np.ndar
     return out
 
 
-def _fit_or_load(params: dict, train: Any, model_dir: str | None, **fit_kw):
+def fit_or_load(params: dict, train: Any, model_dir: str | None, **fit_kw):
     """A fitted SegmentationQC: loaded from ``model_dir`` when it holds one, else fitted (and saved there)."""
     from pathlib import Path
 
@@ -153,7 +153,7 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     K = CAMVID_VOID + 1
     params = {"num_classes": K, "flip_axes": (1,), "random_state": seed, "verbose": verbose,
               "scoring": scorings[0], "positional_prior": bool(positional_priors[0]), **(detector_params or {})}
-    det, fit_s = _fit_or_load(params, train, model_dir)
+    det, fit_s = fit_or_load(params, train, model_dir)
     cases = make_cases(list(val), seed, kinds=tuple(kinds or CORRUPTIONS), severities=tuple(severities),
                        ignore_index=CAMVID_VOID, include_clean=True)
     preds = np.stack([c.pred for c in cases])
@@ -203,7 +203,7 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     train, heldout = volumes[:n_train], volumes[n_train:]
     params = {"num_classes": K, "patch_size": (64, 64, ref.shape[2]), "batch_size": 4, "random_state": seed,
               "verbose": verbose, **(detector_params or {})}
-    det, fit_s = _fit_or_load(params, train, model_dir)
+    det, fit_s = fit_or_load(params, train, model_dir)
     wanted = {k: params[k] for k in ("scoring", "positional_prior") if k in params}
     if any(getattr(det, k) != v for k, v in wanted.items()):  # a saved network, scored another way
         det.refit_scoring(train, **wanted)

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["markdown_summary", "plot_case", "plot_score_vs_dice", "write_report"]
+__all__ = ["markdown_summary", "plot_case", "plot_score_vs_dice", "pyplot", "save_figure", "write_report"]
 
 
 def _fmt(v: float | None) -> str:
@@ -54,7 +54,7 @@ def markdown_summary(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _pyplot():
+def pyplot():
     """pyplot on the non-interactive backend (reports are written on headless machines)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -62,7 +62,7 @@ def _pyplot():
     return plt
 
 
-def _save(fig: Any, path: str | Path, dpi: int) -> Path:
+def save_figure(fig: Any, path: str | Path, dpi: int) -> Path:
     import matplotlib.pyplot as plt
     fig.tight_layout()
     path = Path(path)
@@ -85,18 +85,22 @@ def _pick_slice(error: np.ndarray, amap: np.ndarray) -> int:
 
 
 def plot_case(gt: np.ndarray, pred: np.ndarray, amap: np.ndarray, path: str | Path, title: str = "",
-              ignore_index: int | None = None, num_classes: int | None = None) -> Path:
-    """Ground truth | prediction | error (pred != gt) | anomaly map, side by side, saved as PNG."""
-    plt = _pyplot()
+              ignore_index: int | None = None, num_classes: int | None = None, image: np.ndarray | None = None) -> Path:
+    """[frame |] ground truth | prediction | error (pred != gt) | anomaly map, side by side, saved as PNG
+    (``image``: an optional 2-D frame ``(3, H, W)`` in [0, 1] shown first)."""
+    plt = pyplot()
 
     error = pred != gt
     if ignore_index is not None and ignore_index >= 0:
         error &= gt != ignore_index
     z = _pick_slice(error, amap)
     K = int(num_classes or max(int(gt.max()), int(pred.max())) + 1)
-    fig, axes = plt.subplots(1, 4, figsize=(16, 4.2))
     cmap = plt.get_cmap("tab20", max(K, 2))
-    panels = [(_slice(gt, z), "ground truth", dict(cmap=cmap, vmin=0, vmax=K - 1, interpolation="nearest")),
+    if image is not None and image.dtype == np.uint8:
+        image = image.astype(np.float32) / 255.0
+    panels = [] if image is None or gt.ndim != 2 else [(np.clip(np.moveaxis(image, 0, -1), 0, 1), "frame", {})]
+    fig, axes = plt.subplots(1, 4 + len(panels), figsize=(4 * (4 + len(panels)), 4.2))
+    panels += [(_slice(gt, z), "ground truth", dict(cmap=cmap, vmin=0, vmax=K - 1, interpolation="nearest")),
               (_slice(pred, z), "prediction", dict(cmap=cmap, vmin=0, vmax=K - 1, interpolation="nearest")),
               (_slice(error, z), f"error ({int(error.sum())} voxels)", dict(cmap="gray", vmin=0, vmax=1,
                                                                             interpolation="nearest")),
@@ -107,13 +111,13 @@ def plot_case(gt: np.ndarray, pred: np.ndarray, amap: np.ndarray, path: str | Pa
         ax.axis("off")
     fig.colorbar(im, ax=axes[-1], fraction=0.046)
     fig.suptitle(title)
-    return _save(fig, path, dpi=90)
+    return save_figure(fig, path, dpi=90)
 
 
 def plot_score_vs_dice(score: np.ndarray, dice: np.ndarray, path: str | Path, kind: np.ndarray | None = None,
                        title: str = "") -> Path:
     """Scatter of the case score against the mean Dice (colour = corruption kind when given)."""
-    plt = _pyplot()
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(7, 5))
     if kind is None:
@@ -126,7 +130,7 @@ def plot_score_vs_dice(score: np.ndarray, dice: np.ndarray, path: str | Path, ki
     ax.set_xlabel("mean Dice against ground truth")
     ax.set_ylabel("anomaly score")
     ax.set_title(title)
-    return _save(fig, path, dpi=100)
+    return save_figure(fig, path, dpi=100)
 
 
 def write_report(arrays: dict[str, Any], out_dir: str | Path, top: int = 3, prefix: str = "") -> list[Path]:
@@ -151,8 +155,10 @@ def write_report(arrays: dict[str, Any], out_dir: str | Path, top: int = 3, pref
             parts.insert(0, str(names[i]))
         if kind is not None:
             parts.append(f"{kind[i]}" + (f" @ {float(sev[i]):.2f}" if sev is not None else ""))
+        image = arrays["image"][i] if "image" in arrays else None
         paths.append(plot_case(arrays["gt"][i], arrays["pred"][i], arrays["anomaly_map"][i],
-                               out / f"{prefix}{label}_{rank}.png", title=" | ".join(parts), ignore_index=ignore))
+                               out / f"{prefix}{label}_{rank}.png", title=" | ".join(parts), ignore_index=ignore,
+                               image=image))
     if len(score) > 1:
         paths.append(plot_score_vs_dice(score, dice, out / f"{prefix}score_vs_dice.png", kind,
                                         title="case score vs mean Dice"))
