@@ -61,7 +61,8 @@ void check_finite(const at::Tensor& t, const char* name);
 // so a diverging model is caught by its loss. non_finite_positions returns an undefined tensor when
 // every value of a host tensor `output` (B, C, *spatial) is finite (one allocation-free pass), else a
 // bool (B, J, *spatial) mask of the positions whose field holds a NaN or inf. For CUDA tensors it
-// returns undefined: left to a device-side check of the CUDA backend (no host sync); not done there yet.
+// returns undefined: the CUDA kernels poison the field's log-normalizer instead (FieldLse in
+// ops/cuda/launch.cuh), the same NaN pattern without a host sync.
 at::Tensor non_finite_positions(const at::Tensor& output, const FieldLayout& layout);
 
 // Fills `t` (B, J, *spatial) or, with layout, its (B, C, *spatial) expansion over each field's classes,

@@ -87,3 +87,34 @@ def test_default_path_does_not_synchronize(cuda_device):
     names = {e.name for e in prof.events()}
     assert any(n.startswith("gnsm") for n in names), sorted(names)
     assert not names & set(SYNC_OPS), sorted(names & set(SYNC_OPS))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("sizes,channels", [([3, 4], 7), ([40, 3], 43)])  # register path; team path (K > 32)
+def test_non_finite_output_gives_nan_where_it_acts(cuda_device, bad, sizes, channels):
+    """Like the CPU backend: NaN exactly at the (record, field, position) a non-finite network output
+    touches, in the loss, its gradient and the score norms; never a finite number; no error raised."""
+    out = torch.randn(2, channels, 3, dtype=torch.float32)
+    out[1, sizes[0] + 1, 0] = bad  # field 1 of record 1, position 0
+    out = out.to(cuda_device)
+    state, tau = _state(cuda_device), torch.ones(2, device=cuda_device)
+    for kind in ("kl", "mse"):
+        per_pos = ops.score_matching_loss(out, state, sizes, tau, kind=kind, reduction="none").cpu()
+        expected = torch.zeros(2, 2, 3, dtype=torch.bool)
+        expected[1, 1, 0] = True
+        assert torch.equal(torch.isnan(per_pos), expected), kind
+        assert bool(torch.isfinite(per_pos[~expected]).all())
+        leaf = out.clone().requires_grad_()
+        loss = ops.score_matching_loss(leaf, state, sizes, tau, kind=kind)
+        (grad,) = torch.autograd.grad(loss, leaf)
+        assert torch.isnan(loss.cpu())
+        grad_nan = torch.zeros(2, channels, 3, dtype=torch.bool)
+        grad_nan[1, sizes[0]:, 0] = True
+        grad = grad.cpu()
+        assert torch.equal(torch.isnan(grad), grad_nan) and bool(torch.isfinite(grad[~grad_nan]).all())
+    per_record, per_position = ops.score_norms(out, sizes, tau)
+    assert torch.isnan(per_record.cpu()).tolist() == [False, True]
+    expected = torch.zeros(2, 2, 3, dtype=torch.bool)  # per (record, field, position)
+    expected[1, 1, 0] = True
+    assert torch.equal(torch.isnan(per_position.cpu()), expected)
+    ops.gumbel_noise(state, (2, 4, 3))  # a non-finite network output is not an input error

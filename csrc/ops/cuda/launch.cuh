@@ -211,19 +211,26 @@ struct FieldLse {
 };
 
 // Per-field log-normalizer of a register row (fields are runtime ranges, channels compile-time).
+// A NaN or inf in the field poisons it: log_sum is NaN, so every log-probability, loss term and gradient
+// of that field at that position is NaN (never a finite number: fmaxf drops a NaN and a -inf logit
+// would give a finite loss), like the CPU backend's non_finite_positions.
 template <int N>
 __device__ __forceinline__ FieldLse<float> field_lse(const float (&z)[N], int o, int e) {
   float m = -INFINITY;
+  bool finite = true;
 #pragma unroll
   for (int c = 0; c < N; ++c) {
-    if (c >= o && c < e) m = fmaxf(m, z[c]);
+    if (c >= o && c < e) {
+      m = fmaxf(m, z[c]);
+      finite = finite && isfinite(z[c]);
+    }
   }
   float sum = 0.0f;
 #pragma unroll
   for (int c = 0; c < N; ++c) {
     if (c >= o && c < e) sum += math::fast_exp(z[c] - m);
   }
-  return FieldLse<float>{m, math::fast_log(sum)};
+  return FieldLse<float>{m, finite ? math::fast_log(sum) : NAN};
 }
 
 // Per-field max of a register row.
@@ -240,12 +247,15 @@ __device__ __forceinline__ float field_max(const float (&z)[N], int o, int e) {
 // Online max / sum-of-exp of a team of T threads (T = 1 or 32): merges the per-thread accumulators.
 // With scale s != 1 it accumulates sum exp(s (v - max)) over unscaled values v, the log-normalizer of
 // s v whose max is taken before scaling (relax_from_logits: huge logits at a small tau stay finite).
+// A non-finite value poisons the result like field_lse (log_sum NaN), merged over the team.
 template <typename acc_t>
 struct TeamLse {
   acc_t max = -INFINITY;
   acc_t sum = acc_t(0);
   acc_t scale = acc_t(1);
+  int finite = 1;
   __device__ __forceinline__ void add(acc_t v) {
+    finite &= isfinite(v) ? 1 : 0;
     if (v > max) {
       sum = sum * math::fast_exp((max - v) * scale) + acc_t(1);
       max = v;
@@ -266,10 +276,11 @@ struct TeamLse {
       for (int d = T / 2; d > 0; d /= 2) {
         const acc_t m2 = __shfl_xor_sync(0xffffffffu, max, d, T);
         const acc_t s2 = __shfl_xor_sync(0xffffffffu, sum, d, T);
+        finite &= __shfl_xor_sync(0xffffffffu, finite, d, T);
         merge(m2, s2);
       }
     }
-    return FieldLse<acc_t>{max, math::fast_log(sum)};
+    return FieldLse<acc_t>{max, finite ? math::fast_log(sum) : static_cast<acc_t>(NAN)};
   }
 };
 
