@@ -107,6 +107,22 @@ def _is_numerical_dtype(dtype: Any) -> bool:
             and not ptypes.is_complex_dtype(dtype))
 
 
+def _check_text(values: pd.Series, col: Any) -> None:
+    """A string no text encoding can store (a lone UTF-16 surrogate, e.g. from a bad decode) is an input
+    error naming the column and row, not a UnicodeEncodeError from deep inside pandas / pyarrow."""
+    if not (values.dtype == object or pd.api.types.is_string_dtype(values.dtype)):
+        return
+    for u in pd.unique(values.to_numpy(dtype=object)):
+        if isinstance(u, str) and not u.isascii():
+            try:
+                u.encode("utf-8")
+            except UnicodeEncodeError as exc:
+                row = int(np.argmax(values.to_numpy(dtype=object) == u))
+                raise ValueError(f"X: column {col!r} row {row}: the string {u!r} holds a lone surrogate "
+                                 f"({exc.reason}); clean the text first, e.g. "
+                                 "s.encode('utf-8', 'replace').decode()") from None
+
+
 def _value_kind(values: pd.Series) -> str:
     """Coarse kind of the non-missing values: 'string', 'number', 'boolean', 'empty' or other."""
     if isinstance(values.dtype, pd.CategoricalDtype):
@@ -193,6 +209,7 @@ class TabularEncoder:
         dropped, constant = [], []
         keep = self.constant == "keep"
         for col in cat_cols:
+            _check_text(frame[col], col)
             cats = self._fit_categorical(frame[col], col)
             if self._single_valued(frame[col], cats):
                 (constant if keep else dropped).append(col)
@@ -237,6 +254,7 @@ class TabularEncoder:
         n = len(frame)
         codes = np.empty((n, len(self.categorical_columns)), dtype=np.int64)
         for j, col in enumerate(self.categorical_columns):
+            _check_text(frame[col], col)
             codes[:, j] = self._encode_categorical(frame[col], col)
         numerical = np.empty((n, len(self.numerical_columns)), dtype=np.float32)
         for d, col in enumerate(self.numerical_columns):

@@ -149,3 +149,19 @@ def test_generated_tables_fit_score_and_round_trip(tables, scoring):
     np.testing.assert_array_equal(again.decision_function(X), scores)
     np.testing.assert_array_equal(again.decision_scores_, det.decision_scores_)
 
+
+
+def test_lone_surrogate_in_a_string_column_is_named():
+    """A string no encoding can store gives a ValueError naming column and row (it used to surface as a
+    UnicodeEncodeError from pyarrow), at fit and at scoring."""
+    import pandas as pd
+
+    from gnsm.data import TabularEncoder
+    bad = pd.DataFrame({"a": pd.Series(["x", "é", "\ud800", "y"] * 3, dtype=object), "b": list("pqrs") * 3})
+    with pytest.raises(ValueError, match=r"column 'a' row 2: the string '\\ud800' holds a lone surrogate"):
+        TabularEncoder().fit(bad)
+    good = bad.assign(a=["x", "é", "z", "y"] * 3)
+    enc = TabularEncoder().fit(good)
+    assert enc.transform(good).codes.shape == (12, 2)
+    with pytest.raises(ValueError, match="row 2: the string"):
+        enc.transform(bad)
