@@ -1,13 +1,14 @@
 """Sliding-window scoring of one large label volume: time and peak memory on this machine.
 
-A SegmentationQC with the package's default scoring (denoise, 5 temperatures x 2 noised copies,
-UNet 32-64-128, patch and window 64^3, 50 % overlap, triangular blending) is trained briefly on
+A SegmentationQC (default: the package's scoring, denoise at 5 temperatures x 2 noised copies, UNet
+32-64-128; patch and window 64^3, 50 % overlap, triangular blending) is trained briefly on
 smooth synthetic 64^3 label volumes (the network's quality does not change the cost), then scores one
 ``(1, S, S, S)`` volume (default S = 256, K = 8). Peak memory is the process's peak resident set size
 (``ru_maxrss``) read before and after scoring, so the increase is what scoring the volume needed.
 
     python benchmarks/bench_seg_large_volume.py                      # S = 256
     python benchmarks/bench_seg_large_volume.py --size 128 --out results.json
+    python benchmarks/bench_seg_large_volume.py --channels 8 16 32 --n-score-temperatures 1 --n-noise-copies 1
 
 Prints a markdown table and writes JSON.
 """
@@ -46,11 +47,16 @@ def main() -> None:
     p.add_argument("--size", type=int, default=256)
     p.add_argument("--classes", type=int, default=8)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128])
+    p.add_argument("--n-score-temperatures", type=int, default=5)
+    p.add_argument("--n-noise-copies", type=int, default=2)
     p.add_argument("--out", default="benchmarks/results/seg_large_volume_cpu.json")
     args = p.parse_args()
     K, S = args.classes, args.size
     train = [smooth_labels((64, 64, 64), K, seed=i) for i in range(4)]
-    det = SegmentationQC(num_classes=K, n_steps=args.steps, batch_size=2, device="cpu", random_state=0)
+    det = SegmentationQC(num_classes=K, n_steps=args.steps, batch_size=2, channels=tuple(args.channels),
+                         n_score_temperatures=args.n_score_temperatures, n_noise_copies=args.n_noise_copies,
+                         device="cpu", random_state=0)
     t0 = time.perf_counter()
     det.fit(train)
     fit_s = time.perf_counter() - t0
