@@ -96,5 +96,5 @@ def test_refit_scoring_splits_every_parameter():
     network = det._network_params()
     assert network == {"num_classes", "channels", "num_res_blocks", "cond_channels", "coord_channels",
                        "patch_size", "flip_axes", "n_steps", "batch_size", "lr", "weight_decay", "ema_decay",
-                       "n_temperatures", "tau_max", "tau_min", "eps"}
+                       "n_temperatures", "tau_max", "tau_min", "eps", "eps_max"}
     assert not network & SegmentationQC.SCORING_PARAMS
