@@ -178,18 +178,29 @@ class FieldLayout:
                 raise ValueError("codes: values must lie in [0, K_j) for every field j")
         return codes
 
-    def one_hot_logits(self, codes: Any, eps: float, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def one_hot_logits(self, codes: Any, eps: float | torch.Tensor,
+                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """``log(clip(onehot(codes), eps, 1))``: 0 at the true class, ``log(eps)`` elsewhere.
 
         ``codes`` (B, J, *spatial) integer (``(B, *spatial)`` for the single-field layout) ->
-        ``(B, C, *spatial)`` of ``dtype`` on the codes' device.
+        ``(B, C, *spatial)`` of ``dtype`` on the codes' device. ``eps``: one clip, or a ``(B,)`` tensor of
+        one clip per record (a clip per noise level, docs/training.md).
         """
-        eps = float(eps)
-        if not (0.0 < eps <= 1.0):
-            raise ValueError(f"eps: expected 0 < eps <= 1, got {eps}")
         codes = self._codes(codes)
         shape = (codes.shape[0], self.width, *codes.shape[2:])
-        out = torch.full(shape, math.log(eps), dtype=dtype, device=codes.device)
+        if isinstance(eps, torch.Tensor) and eps.dim() > 0:
+            if eps.shape != (codes.shape[0],):
+                raise ValueError(f"eps: expected a float or one clip per record ({codes.shape[0]},), got shape "
+                                 f"{tuple(eps.shape)}")
+            if not bool(((eps > 0) & (eps <= 1)).all()):
+                raise ValueError("eps: expected 0 < eps <= 1 for every record")
+            fill = eps.to(device=codes.device, dtype=dtype).log().view(-1, *([1] * (len(shape) - 1)))
+            out = fill.expand(shape).clone()
+        else:
+            eps = float(eps)
+            if not (0.0 < eps <= 1.0):
+                raise ValueError(f"eps: expected 0 < eps <= 1, got {eps}")
+            out = torch.full(shape, math.log(eps), dtype=dtype, device=codes.device)
         offsets = torch.tensor(self.offsets[:-1], device=codes.device).view(1, -1, *([1] * (codes.ndim - 2)))
         return out.scatter_(1, codes + offsets, 0.0)
 

@@ -113,7 +113,6 @@ class Trainer:
             raise ValueError(f"num_numerical: the model was built for {model_d}, the trainer got {num_numerical}")
         self.schedule = schedule
         self.config = config
-        self.log_eps_levels = None
         if config.eps_levels is not None:
             if len(config.eps_levels) != schedule.n:
                 raise ValueError(f"config.eps_levels: expected one clip per schedule level ({schedule.n}), got "
@@ -148,8 +147,8 @@ class Trainer:
                                                                                         config.steps))
         self.taus = schedule.taus().to(self.device)
         self.log_taus = self.taus.log()
-        if config.eps_levels is not None:
-            self.log_eps_levels = torch.tensor(config.eps_levels, dtype=torch.float32, device=self.device).log()
+        self.eps_levels = (None if config.eps_levels is None
+                           else torch.tensor(config.eps_levels, dtype=torch.float32, device=self.device))
         self.sigmas = schedule.sigmas().to(self.device)
         self.step = 0
         self.history: list[float] = []
@@ -197,7 +196,7 @@ class Trainer:
         key = rng.key(cfg.seed, purpose, shard)
         if cfg.ops_backend == "fused":
             state = torch.tensor([key, step], dtype=torch.int64, device=self.device)
-            if self.log_eps_levels is not None:  # a clip per level: relax the per-record one-hot logits
+            if self.eps_levels is not None:  # a clip per level: relax the per-record one-hot logits
                 y, state = ops.relax_from_logits(self._level_logits(labels, levels), self.field_sizes, tau,
                                                  dtype=y_dtype, rng_state=state)
             else:
@@ -240,9 +239,7 @@ class Trainer:
 
     def _level_logits(self, labels: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
         """``log(clip(onehot, eps_levels[level]))`` of each record: 0 at the true class, log eps elsewhere."""
-        off = self.layout.one_hot_logits(labels, math.exp(-1.0))  # -1 off the true class
-        log_eps = self.log_eps_levels[levels].view(-1, *([1] * (off.dim() - 1)))
-        return off * -log_eps
+        return self.layout.one_hot_logits(labels, self.eps_levels[levels])
 
     # -- data
     def _tabular_indices(self, n: int, step: int) -> torch.Tensor:

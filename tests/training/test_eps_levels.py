@@ -74,3 +74,31 @@ def test_segmentation_qc_eps_max():
     assert np.all(np.diff(levels) < 0)
     assert np.isfinite(det.decision_function(X)).all()
     assert SegmentationQC(eps_max=None)._eps_levels() is None
+
+
+def test_labels_and_one_hot_logits_relax_alike():
+    """Scoring relaxes labels with relax_from_labels at the level's clip; training with per-record clips goes
+    through relax_from_logits. Both give the same sample and loss for the same clip and noise."""
+    from gnsm.core import FieldLayout
+    labels = torch.randint(0, 5, (3, 4, 4), generator=torch.Generator().manual_seed(1))
+    tau = torch.full((3,), 7.0)
+    y1, s1 = ops.relax_from_labels(labels, 5, tau, eps=0.2, generator=torch.Generator().manual_seed(5))
+    a = FieldLayout.from_sizes(5).one_hot_logits(labels, 0.2)
+    y2, s2 = ops.relax_from_logits(a, 5, tau, generator=torch.Generator().manual_seed(5))
+    assert torch.allclose(y1, y2, atol=1e-5)
+    out = torch.randn(3, 5, 4, 4)
+    assert torch.allclose(ops.score_matching_loss(out, s1, 5, tau), ops.score_matching_loss(out, s2, 5, tau))
+
+
+def test_one_hot_logits_per_record_clip():
+    from gnsm.core import FieldLayout
+    layout = FieldLayout.from_sizes([2, 3])
+    codes = torch.tensor([[[0], [2]], [[1], [0]]])
+    eps = torch.tensor([0.5, 0.01])
+    out = layout.one_hot_logits(codes, eps)
+    for b in range(2):
+        assert torch.allclose(out[b], layout.one_hot_logits(codes[b:b + 1], float(eps[b]))[0])
+    with pytest.raises(ValueError, match="one clip per record"):
+        layout.one_hot_logits(codes, torch.tensor([0.5, 0.1, 0.1]))
+    with pytest.raises(ValueError, match="0 < eps <= 1 for every record"):
+        layout.one_hot_logits(codes, torch.tensor([0.5, 0.0]))

@@ -117,7 +117,7 @@ class SegmentationQC(ScoreModelDetector):
         eps_max: None (one clip ``eps`` at every level) or the clip of the noisiest level: the clip then
             rises geometrically from ``eps`` (least noisy level) to ``eps_max`` (noisiest), so the top levels
             flip most voxels and the network has to infer the labels from the conditioning image
-            (docs/segmentation.md, "Image-conditioned QC"). Used in training and in scoring.
+            (docs/segmentation.md, "Real predictions with the image"). Used in training and in scoring.
         channels, num_res_blocks: UNet size.
         cond_channels: image channels given as conditioning (``cond=`` of fit / scoring).
         coord_channels: add each voxel's normalized coordinates (-1..1 along every axis of its case) as
@@ -454,16 +454,17 @@ class SegmentationQC(ScoreModelDetector):
         out = []
         for i in self._score_indices():
             tau = taus[i].expand(B).contiguous()
-            eps = self._level_eps(i)
+            eps = self._level_eps(i)  # one clip for the whole batch: labels need no one-hot for the noise
             # soft input: x holds probabilities; the level's clip bounds their logits like a one-hot's
-            a = layout.one_hot_logits(labels, eps) if labels is not None else x.clamp_min(eps).log()
+            a = x.clamp_min(eps).log() if labels is None else None
             if self.scoring == "paper":
+                a = layout.one_hot_logits(labels, eps) if a is None else a
                 net = model(layout.log_softmax(a / taus[i]), tau.log(), cond)
                 out.append(ops.score_norms(net.float().contiguous(), K, tau)[1])
                 continue
             err = torch.zeros((B, *x.shape[-self.spatial_dims_:]), device=x.device)
             for _ in range(int(self.n_noise_copies)):
-                if labels is not None and self.eps_max is None:
+                if labels is not None:
                     y, state = ops.relax_from_labels(labels, K, tau, eps=eps, generator=gen)
                 else:
                     y, state = ops.relax_from_logits(a, K, tau, generator=gen)
