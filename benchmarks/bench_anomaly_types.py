@@ -143,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rarity-weights", nargs="*", type=float, default=[0.0, 0.5, 2.0],
                    help="extra GNSM rows: the same fit scored with these rarity_weight values")
     p.add_argument("--n-steps", default="auto", help="GNSMDetector n_steps (default: the package's 'auto')")
+    p.add_argument("--params", default="{}", help="extra GNSMDetector parameters as JSON (a variant of the defaults)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     times: dict[str, float] = {}
     t0 = time.perf_counter()
     steps = args.n_steps if args.n_steps == "auto" else int(args.n_steps)
-    det = GNSMDetector(random_state=args.seed, n_steps=steps).fit(train)
+    det = GNSMDetector(**{"random_state": args.seed, "n_steps": steps, **json.loads(args.params)}).fit(train)
     times["gnsm fit"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     for kind, (X, _) in tests.items():
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_rows": train_rows, "test_normal_rows": test_rows, "anomalies_per_type": n_anom,
         "structured_fields": fields, "numerical": args.numerical, "constant_columns": list(CONSTANT),
         "rare_fields": [f"c{j}" for j in gen.rare_fields], "train_rows_with_a_rare_value": rare_share,
-        "gnsm_steps": int(det.train_info_["steps"]), "results": table, "seconds": times,
+        "gnsm_params": json.loads(args.params), "gnsm_steps": int(det.train_info_["steps"]), "results": table, "seconds": times,
         "best_baseline": {k: {m: {"detector": v[1], "value": v[0]} for m, v in b.items()} for k, b in best.items()},
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(),

@@ -160,8 +160,20 @@ class ScoreModelDetector(BaseDetector):
         return trainer.ema_model.eval(), result
 
     def _eps_levels(self) -> tuple[float, ...] | None:
-        """One-hot clip per schedule level (None: ``eps`` at every level); detectors with a rising clip override."""
-        return None
+        """One-hot clip per schedule level, noisiest first: geometric from ``eps_max`` down to ``eps`` when the
+        detector has an ``eps_max`` (None: ``eps`` at every level). Why a rising clip: the relaxed sample is
+        an invertible function of ``log onehot + g`` at every temperature, so tau alone never hides a label;
+        only the clip does (docs/design.md 1.7)."""
+        eps_max = getattr(self, "eps_max", None)
+        if eps_max is None:
+            return None
+        levels = np.geomspace(float(eps_max), float(self.eps), int(self.n_temperatures))  # index 0 noisiest
+        return tuple(float(e) for e in levels)
+
+    def _level_eps(self, i: int) -> float:
+        """The one-hot clip of schedule level ``i``."""
+        levels = self._eps_levels()
+        return float(self.eps) if levels is None else levels[i]
 
     @staticmethod
     def _train_info(result: Any, batch_size: int) -> dict[str, Any]:

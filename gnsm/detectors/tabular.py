@@ -111,8 +111,10 @@ def fit_rarity(codes: np.ndarray, field_sizes: Sequence[int], rare_fraction: flo
     return np.concatenate(out) if out else np.zeros(0)
 
 
-_FEATURE_BATCH = 4096  # records per network batch (times n_noise_copies rows)
-_SCORE_CHUNK = 4 * _FEATURE_BATCH  # rows encoded and scored at a time: a multiple of the batch, so the noise
+# Records per network batch (times n_noise_copies rows). Passes of ~4k rows keep a layer's input and
+# output in the CPU caches: 4096 records (32k rows) scored 1.3-1.45x slower on one core of this machine.
+_FEATURE_BATCH = 512
+_SCORE_CHUNK = 32 * _FEATURE_BATCH  # rows encoded and scored at a time: a multiple of the batch, so the noise
 # stream is consumed exactly as in one pass
 
 
@@ -171,6 +173,7 @@ class GNSMDetector(ScoreModelDetector):
     def __init__(self, contamination: float = 0.1, scoring: str = "denoise", head: str | None = None,
                  n_neighbors: int = 5, max_components: int = 6, head_options: dict | None = None,
                  n_temperatures: int = 20, tau_max: float = 20.0, tau_min: float = 2.0, eps: float = DETECTOR_EPS,
+                 eps_max: float | None = None,
                  n_score_temperatures: int | None = None, n_noise_copies: int = 8,
                  width: int = 128, depth: int = 2, dropout: float = 0.0,
                  n_steps: int | str = "auto", batch_size: int = 256, lr: float = 2e-3,
@@ -188,6 +191,7 @@ class GNSMDetector(ScoreModelDetector):
         self.tau_max = tau_max
         self.tau_min = tau_min
         self.eps = eps
+        self.eps_max = eps_max
         self.n_score_temperatures = n_score_temperatures
         self.n_noise_copies = n_noise_copies
         self.width = width
@@ -214,6 +218,8 @@ class GNSMDetector(ScoreModelDetector):
         check_int_param(self.depth, "depth", low=0)
         check_float_param(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
         check_float_param(self.rarity_weight, "rarity_weight", low=0.0)
+        if self.eps_max is not None:
+            check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
         check_int_param(self.fit_score_rows, "fit_score_rows", low=1, allow_none=True)
 
     # ------------------------------------------------------------------ public API
@@ -455,7 +461,14 @@ class GNSMDetector(ScoreModelDetector):
         sigmas = self._schedule().sigmas().to(codes.device)
         tau, sigma = taus[idx], sigmas[idx]
         from .. import ops
-        y_cat, state = ops.relax_from_labels(codes, self.field_sizes_, tau, eps=float(self.eps), generator=gen)
+        levels = self._eps_levels()
+        if levels is None or idx.numel() == 0 or bool((idx == idx[0]).all()):  # one clip: relax the labels
+            eps = float(self.eps) if levels is None or idx.numel() == 0 else levels[int(idx[0])]
+            y_cat, state = ops.relax_from_labels(codes, self.field_sizes_, tau, eps=eps, generator=gen)
+        else:
+            clip = torch.tensor(levels, device=codes.device)[idx]
+            logits = FieldLayout.from_sizes(self.field_sizes_).one_hot_logits(codes, clip)
+            y_cat, state = ops.relax_from_logits(logits, self.field_sizes_, tau, generator=gen)
         if self.n_numerical_:
             e = torch.randn(num.shape, generator=gen, device=num.device)
             y = torch.cat([num + sigma[:, None] * e, y_cat], dim=1)
@@ -529,10 +542,10 @@ class GNSMDetector(ScoreModelDetector):
         from .. import ops
         taus = self._schedule().taus().to(codes.device)
         layout = FieldLayout.from_sizes(self.field_sizes_)
-        a = layout.one_hot_logits(codes, float(self.eps))
         D = self.n_numerical_
         feats = []
         for i in range(len(taus)):
+            a = layout.one_hot_logits(codes, self._level_eps(i))
             tau = taus[i].expand(codes.shape[0]).contiguous()
             y = layout.log_softmax(a / taus[i])
             if D:

@@ -221,16 +221,6 @@ class SegmentationQC(ScoreModelDetector):
         if self.eps_max is not None:
             check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
 
-    def _eps_levels(self) -> tuple[float, ...] | None:
-        if self.eps_max is None:
-            return None
-        levels = np.geomspace(float(self.eps_max), float(self.eps), int(self.n_temperatures))  # index 0 noisiest
-        return tuple(float(e) for e in levels)
-
-    def _level_eps(self, i: int) -> float:
-        levels = self._eps_levels()
-        return float(self.eps) if levels is None else levels[i]
-
     def _network_params(self) -> set[str]:
         return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
 
