@@ -18,7 +18,8 @@ settings (``gnsm.threads``).
 
 ``--params`` passes extra GNSMDetector arguments (JSON), ``--threads`` sets ``GNSM_NUM_THREADS``. The JSON also
 holds the roofline: the network's multiply-add FLOPs per record (scoring passes and training steps, counted from
-the layer shapes) against the measured time, with this CPU's measured fp32 (and bf16) matrix-product rate.
+the layer shapes) against the measured time, with this CPU's measured fp32 (and bf16) matrix-product rate, and the
+fused relax / loss kernels' measured ns per element on this table's layout: together the floor of the run's work.
 
 Prints a table and writes ``benchmarks/results/detector_scale_cpu.json`` (or ``--out``).
 """

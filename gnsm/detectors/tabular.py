@@ -146,6 +146,8 @@ class GNSMDetector(ScoreModelDetector):
         eps: clip of the one-hot. The paper uses 1e-5 (``gnsm.core.PAPER_EPS``), at which the noise practically
             never flips a category; the default 0.01 (``gnsm.core.DETECTOR_EPS``) lets it flip (measured better,
             docs/tabular.md).
+        eps_max: None (``eps`` at every level) or the clip of the noisiest level, in [eps, 1): the clip then rises
+            geometrically from ``eps`` (least noisy) to ``eps_max``, in training and in scoring (docs/design.md 1.7).
         n_score_temperatures: temperatures used for denoise features (evenly spaced indices of the
             schedule; None: all N).
         n_noise_copies: noised copies per record and temperature for denoise features. The defaults (all 20
