@@ -142,8 +142,8 @@ class Trainer:
             self.net = DDP(self.model, device_ids=ids)
         if config.compile:
             self.net = torch.compile(self.net)
-        # fused: one kernel per update instead of PyTorch's default loop over parameters on a CPU (there
-        # the loop measured a sixth of a small tabular network's step; benchmarks/bench_detector_scale.py).
+        # fused: one kernel per update instead of PyTorch's default loop over parameters on a CPU, where the
+        # loop took about a sixth of a small tabular network's step in a profile (docs/tabular.md, Speed).
         params = list(self.model.parameters())
         fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
@@ -545,7 +545,7 @@ class Trainer:
                         loss.backward()
                     step_loss += loss.detach()
                 if cfg.grad_clip and cfg.grad_clip > 0:
-                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+                    grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 else:
                     grad_norm = torch.nn.utils.get_total_norm(
                         [p.grad for p in self.model.parameters() if p.grad is not None])
