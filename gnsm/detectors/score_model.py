@@ -35,7 +35,7 @@ class ScoreModelDetector(BaseDetector):
 
     Subclasses store these constructor parameters (each with its own default): ``scoring``, ``head``,
     ``n_neighbors``, ``max_components``, ``head_options``, ``n_temperatures``, ``tau_max``, ``tau_min``,
-    ``eps``, ``n_score_temperatures``, ``n_noise_copies``, ``n_steps``, ``batch_size``, ``lr``,
+    ``eps``, ``eps_max``, ``n_score_temperatures``, ``n_noise_copies``, ``n_steps``, ``batch_size``, ``lr``,
     ``weight_decay``, ``ema_decay``, ``device``, ``random_state``, ``verbose``.
     """
 
@@ -60,6 +60,8 @@ class ScoreModelDetector(BaseDetector):
         check_choice(self.scoring, "scoring", SCORINGS)
         check_choice(self.head, "head", HEAD_KINDS, allow_none=True)
         check_float_param(self.eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
+        if self.eps_max is not None:
+            check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
         check_int_param(self.n_temperatures, "n_temperatures", low=1)
         try:
             check_temperatures(self.tau_max, self.tau_min)
@@ -161,13 +163,12 @@ class ScoreModelDetector(BaseDetector):
 
     def _eps_levels(self) -> tuple[float, ...] | None:
         """One-hot clip per schedule level, noisiest first: geometric from ``eps_max`` down to ``eps`` when the
-        detector has an ``eps_max`` (None: ``eps`` at every level). Why a rising clip: the relaxed sample is
-        an invertible function of ``log onehot + g`` at every temperature, so tau alone never hides a label;
+        ``eps_max`` is set (None: ``eps`` at every level). Why a rising clip: the relaxed sample is an
+        invertible function of ``log onehot + g`` at every temperature, so tau alone never hides a label;
         only the clip does (docs/design.md 1.7)."""
-        eps_max = getattr(self, "eps_max", None)
-        if eps_max is None:
+        if self.eps_max is None:
             return None
-        levels = np.geomspace(float(eps_max), float(self.eps), int(self.n_temperatures))  # index 0 noisiest
+        levels = np.geomspace(float(self.eps_max), float(self.eps), int(self.n_temperatures))  # index 0 noisiest
         return tuple(float(e) for e in levels)
 
     def _level_eps(self, i: int) -> float:

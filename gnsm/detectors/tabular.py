@@ -221,8 +221,6 @@ class GNSMDetector(ScoreModelDetector):
         check_int_param(self.depth, "depth", low=0)
         check_float_param(self.dropout, "dropout", low=0.0, high=1.0, high_open=True)
         check_float_param(self.rarity_weight, "rarity_weight", low=0.0)
-        if self.eps_max is not None:
-            check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
         check_int_param(self.fit_score_rows, "fit_score_rows", low=1, allow_none=True)
 
     # ------------------------------------------------------------------ public API
@@ -458,20 +456,16 @@ class GNSMDetector(ScoreModelDetector):
         columns = len(self.field_sizes_) + int(self.n_numerical_)
         return int(np.clip(max(4 * n / int(self.batch_size), 40 * columns), 600, 3000))
 
-    def _noised(self, codes: Tensor, num: Tensor, idx: Tensor, gen: torch.Generator | None):
-        """Noised inputs at schedule indices ``idx``: (y, rng_state, tau, sigma, numerical noise e)."""
-        taus = self._schedule().taus().to(codes.device)
-        sigmas = self._schedule().sigmas().to(codes.device)
-        tau, sigma = taus[idx], sigmas[idx]
+    def _noised(self, codes: Tensor, num: Tensor, level: int, gen: torch.Generator | None):
+        """Noised inputs at schedule level ``level`` (every row; training, with a level per row, is the
+        Trainer's): (y, rng_state, tau, sigma, numerical noise e)."""
+        n = codes.shape[0]
+        tau = self._schedule().taus()[level].expand(n).contiguous().to(codes.device)
+        sigma = self._schedule().sigmas()[level].expand(n).to(codes.device)
         from .. import ops
-        levels = self._eps_levels()
-        if levels is None or idx.numel() == 0 or bool((idx == idx[0]).all()):  # one clip: relax the labels
-            eps = float(self.eps) if levels is None or idx.numel() == 0 else levels[int(idx[0])]
-            y_cat, state = ops.relax_from_labels(codes, self.field_sizes_, tau, eps=eps, generator=gen)
-        else:
-            clip = torch.tensor(levels, device=codes.device)[idx]
-            logits = FieldLayout.from_sizes(self.field_sizes_).one_hot_logits(codes, clip)
-            y_cat, state = ops.relax_from_logits(logits, self.field_sizes_, tau, generator=gen)
+        # One clip for the whole batch, so the labels are relaxed directly (no one-hot in the hot path).
+        y_cat, state = ops.relax_from_labels(codes, self.field_sizes_, tau, eps=self._level_eps(level),
+                                             generator=gen)
         if self.n_numerical_:
             e = torch.randn(num.shape, generator=gen, device=num.device)
             y = torch.cat([num + sigma[:, None] * e, y_cat], dim=1)
@@ -480,11 +474,11 @@ class GNSMDetector(ScoreModelDetector):
             y = y_cat
         return y, state, tau, sigma, e
 
-    def _losses(self, model: nn.Module, codes: Tensor, num: Tensor, idx: Tensor,
+    def _losses(self, model: nn.Module, codes: Tensor, num: Tensor, level: int,
                 gen: torch.Generator | None) -> Tensor:
-        """Per-field losses (B, D + J): numerical DSM error then per-field KL."""
+        """Per-field losses (B, D + J) at schedule level ``level``: numerical DSM error then per-field KL."""
         from .. import ops
-        y, state, tau, sigma, e = self._noised(codes, num, idx, gen)
+        y, state, tau, sigma, e = self._noised(codes, num, level, gen)
         out = model(y, tau.log())
         D = self.n_numerical_
         kl = ops.score_matching_loss(out[:, D:].contiguous(), state, self.field_sizes_, tau, kind="kl",
@@ -536,8 +530,7 @@ class GNSMDetector(ScoreModelDetector):
         codes_r, num_r = codes.repeat(R, 1), num.repeat(R, 1)  # the same copies serve every temperature
         feats = []
         for i in self._score_indices():
-            idx = torch.full((B * R,), i, dtype=torch.long, device=codes.device)
-            err = self._losses(self.model_, codes_r, num_r, idx, gen)
+            err = self._losses(self.model_, codes_r, num_r, i, gen)
             feats.append(err.view(R, B, -1).mean(dim=0))
         return torch.stack(feats, dim=1)
 
@@ -547,8 +540,9 @@ class GNSMDetector(ScoreModelDetector):
         layout = FieldLayout.from_sizes(self.field_sizes_)
         D = self.n_numerical_
         feats = []
+        one_clip = layout.one_hot_logits(codes, float(self.eps)) if self._eps_levels() is None else None
         for i in range(len(taus)):
-            a = layout.one_hot_logits(codes, self._level_eps(i))
+            a = one_clip if one_clip is not None else layout.one_hot_logits(codes, self._level_eps(i))
             tau = taus[i].expand(codes.shape[0]).contiguous()
             y = layout.log_softmax(a / taus[i])
             if D:

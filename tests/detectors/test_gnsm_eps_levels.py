@@ -61,21 +61,29 @@ def test_scoring_relaxes_each_level_with_its_clip(rising, cars):
     levels = rising._eps_levels()
     gen = rising._noise_generator()
     state = gen.get_state()
-    idx = torch.full((len(codes),), 4, dtype=torch.long)
-    y, *_ = rising._noised(codes, num, idx, gen)
-    gen.set_state(state)
-    ref, _ = ops.relax_from_labels(codes, rising.field_sizes_, rising._schedule().taus()[idx], eps=levels[4],
-                                   generator=gen)
-    assert torch.equal(y[:, rising.n_numerical_:], ref)
-    # A batch of mixed levels (training-style): every row is relaxed with its own level's clip.
+    taus = rising._schedule().taus()
+    for level in (0, 4, len(levels) - 1):
+        gen.set_state(state)
+        y, *_ = rising._noised(codes, num, level, gen)
+        gen.set_state(state)
+        ref, _ = ops.relax_from_labels(codes, rising.field_sizes_, taus[level].expand(len(codes)).contiguous(),
+                                       eps=levels[level], generator=gen)
+        assert torch.equal(y[:, rising.n_numerical_:], ref)
+    # A batch of mixed levels (training: the Trainer's path): every row is relaxed with its own level's clip.
+    from gnsm.training import TrainConfig, Trainer
+    trainer = Trainer(rising.model_, rising._schedule(), TrainConfig(steps=1, eps_levels=levels),
+                      rising.field_sizes_, rising.n_numerical_)
     mixed = torch.arange(len(codes)) % len(levels)
+    logits = trainer._level_logits(codes, mixed)
+    layout = FieldLayout.from_sizes(rising.field_sizes_)
+    for r in (0, 1, len(levels) - 1, len(codes) - 1):
+        assert torch.equal(logits[r], layout.one_hot_logits(codes[r:r + 1], levels[int(mixed[r])])[0])
     gen.set_state(state)
-    y_mixed, *_ = rising._noised(codes, num, mixed, gen)
+    y_mixed, _ = ops.relax_from_logits(logits, rising.field_sizes_, taus[mixed], generator=gen)
     gen.set_state(state)
-    logits = FieldLayout.from_sizes(rising.field_sizes_).one_hot_logits(codes, torch.tensor(levels)[mixed])
-    ref_mixed, _ = ops.relax_from_logits(logits, rising.field_sizes_, rising._schedule().taus()[mixed],
-                                         generator=gen)
-    assert torch.equal(y_mixed[:, rising.n_numerical_:], ref_mixed)
+    ref_mixed, _ = ops.relax_from_logits(layout.one_hot_logits(codes, torch.tensor(levels)[mixed]),
+                                         rising.field_sizes_, taus[mixed], generator=gen)
+    assert torch.equal(y_mixed, ref_mixed)
     # The clip matters: the same network scored with one clip at every level gives other features.
     flat = copy.copy(rising)
     flat.eps_max = None

@@ -218,8 +218,6 @@ class SegmentationQC(ScoreModelDetector):
         check_int_sequence_param(self.flip_axes, "flip_axes", low=0, allow_empty=True)
         check_bool_param(self.coord_channels, "coord_channels")
         check_bool_param(self.positional_prior, "positional_prior")
-        if self.eps_max is not None:
-            check_float_param(self.eps_max, "eps_max", low=float(self.eps), high=1.0, high_open=True)
 
     def _network_params(self) -> set[str]:
         return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
