@@ -112,8 +112,7 @@ def fit_rarity(codes: np.ndarray, field_sizes: Sequence[int], rare_fraction: flo
 
 
 # Records per network batch (times n_noise_copies rows). Passes of ~4k rows keep a layer's input and
-# output in the CPU caches: 4096 records (32k rows) scored 1.3-1.45x slower on one core of the 2-core
-# development CPU (docs/tabular.md, Speed).
+# output in the CPU caches (the matrix-product rates in docs/tabular.md, Speed).
 _FEATURE_BATCH = 512
 _SCORE_CHUNK = 32 * _FEATURE_BATCH  # rows encoded and scored at a time: a multiple of the batch, so the noise
 # stream is consumed exactly as in one pass

@@ -142,8 +142,8 @@ class Trainer:
             self.net = DDP(self.model, device_ids=ids)
         if config.compile:
             self.net = torch.compile(self.net)
-        # fused: one kernel per update instead of PyTorch's default loop over parameters on a CPU, where the
-        # loop took about a sixth of a small tabular network's step in a profile (docs/tabular.md, Speed).
+        # fused: one kernel per update instead of PyTorch's default loop over parameters on a CPU, which is a
+        # visible share of a small network's step (docs/tabular.md, Speed).
         params = list(self.model.parameters())
         fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
