@@ -123,15 +123,8 @@ def _onehot(encoder, X: pd.DataFrame) -> np.ndarray:
     return np.hstack([one_hot(e.codes, encoder.field_sizes), e.numerical]).astype(np.float32)
 
 
-def main(argv: list[str] | None = None) -> int:
-    import torch
-    from sklearn.metrics import average_precision_score, roc_auc_score
-
-    from gnsm.data import TabularEncoder
-    from gnsm.detectors import GNSMDetector
-    from gnsm.evaluation import make_detector
-
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_table_args(p: argparse.ArgumentParser) -> None:
+    """The options that define the tables (shared with ``anomaly_types_ceiling.py``)."""
     p.add_argument("--quick", action="store_true", help="4,000 training rows, 20 columns, 2,000 test rows per type")
     p.add_argument("--train-rows", type=int, default=None)
     p.add_argument("--test-rows", type=int, default=None, help="normal test rows per type")
@@ -139,18 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--numerical", type=int, default=3)
     p.add_argument("--rare-fields", type=int, default=5)
     p.add_argument("--anomaly-fraction", type=float, default=0.01)
-    p.add_argument("--baselines", nargs="*", default=list(BASELINES))
-    p.add_argument("--rarity-weights", nargs="*", type=float, default=[0.0, 0.5, 2.0],
-                   help="extra GNSM rows: the same fit scored with these rarity_weight values")
-    p.add_argument("--n-steps", default="auto", help="GNSMDetector n_steps (default: the package's 'auto')")
-    p.add_argument("--params", default="{}", help="extra GNSMDetector parameters as JSON (a variant of the defaults)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=None)
-    args = p.parse_args(argv)
+
+
+def make_tables(args: argparse.Namespace) -> tuple[Generator, pd.DataFrame, dict[str, tuple[pd.DataFrame, np.ndarray]]]:
+    """The generator, the training table and one (test table, anomaly labels) per type, from the table options."""
     train_rows = args.train_rows or (4000 if args.quick else 30_000)
     test_rows = args.test_rows or (2000 if args.quick else 10_000)
     fields = args.fields or (15 if args.quick else 25)
-
     gen = Generator(fields, args.numerical, args.rare_fields, args.seed)
     rng = np.random.default_rng(args.seed + 1)
     train = gen.normal(train_rows, rng)
@@ -159,6 +148,54 @@ def main(argv: list[str] | None = None) -> int:
     for kind in TYPES:
         X = pd.concat([gen.normal(test_rows, rng), gen.anomalies(kind, n_anom, rng, train)], ignore_index=True)
         tests[kind] = (X, np.r_[np.zeros(test_rows), np.ones(n_anom)].astype(int))
+    return gen, train, tests
+
+
+def baseline_scores(train: pd.DataFrame, tests: dict[str, tuple[pd.DataFrame, np.ndarray]], baselines: list[str],
+                    seed: int, times: dict[str, float]) -> dict[str, dict[str, np.ndarray]]:
+    """Scores of the frequency score (on the table) and of the PyOD ``baselines`` (on the one-hot encoding, encoder
+    fitted on the training rows) for every test table, as ``gnsm evaluate`` registers them; fit + score seconds go
+    into ``times``."""
+    from gnsm.data import TabularEncoder
+    from gnsm.evaluation import make_detector
+
+    scores: dict[str, dict[str, np.ndarray]] = {k: {} for k in tests}
+    t0 = time.perf_counter()
+    freq = make_detector("frequency", seed=seed).fit(train)
+    for kind, (X, _) in tests.items():
+        scores[kind]["frequency"] = freq.decision_function(X)
+    times["frequency"] = time.perf_counter() - t0
+    encoder = TabularEncoder(unseen="unknown").fit(train)
+    onehot_train = _onehot(encoder, train)
+    onehot = {k: _onehot(encoder, X) for k, (X, _) in tests.items()}
+    for name in baselines:
+        t0 = time.perf_counter()
+        model = make_detector(name, seed=seed).fit(onehot_train)
+        for kind in tests:
+            scores[kind][name] = model.decision_function(onehot[kind])
+        times[name] = time.perf_counter() - t0
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from gnsm.detectors import GNSMDetector
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_table_args(p)
+    p.add_argument("--baselines", nargs="*", default=list(BASELINES))
+    p.add_argument("--rarity-weights", nargs="*", type=float, default=[0.0, 0.5, 2.0],
+                   help="extra GNSM rows: the same fit scored with these rarity_weight values")
+    p.add_argument("--n-steps", default="auto", help="GNSMDetector n_steps (default: the package's 'auto')")
+    p.add_argument("--params", default="{}", help="extra GNSMDetector parameters as JSON (a variant of the defaults)")
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    gen, train, tests = make_tables(args)
+    train_rows, fields = len(train), len(gen.cards)
+    test_rows = int((tests[TYPES[0]][1] == 0).sum())
+    n_anom = int(tests[TYPES[0]][1].sum())
     rare_share = float(train[[f"c{j}" for j in gen.rare_fields]].apply(lambda s: s.str.startswith("r")).any(axis=1).mean())
 
     scores: dict[str, dict[str, np.ndarray]] = {k: {} for k in TYPES}
@@ -176,18 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         for w in args.rarity_weights:
             scores[kind][f"gnsm rarity_weight={w:g}"] = base + w * rarity
     times["gnsm score"] = time.perf_counter() - t0
-    freq = make_detector("frequency", seed=args.seed).fit(train)
-    for kind, (X, _) in tests.items():
-        scores[kind]["frequency"] = freq.decision_function(X)
-    encoder = TabularEncoder(unseen="unknown").fit(train)
-    onehot_train = _onehot(encoder, train)
-    onehot = {k: _onehot(encoder, X) for k, (X, _) in tests.items()}
-    for name in args.baselines:
-        t0 = time.perf_counter()
-        model = make_detector(name, seed=args.seed).fit(onehot_train)
-        for kind in TYPES:
-            scores[kind][name] = model.decision_function(onehot[kind])
-        times[name] = time.perf_counter() - t0
+    for kind, per in baseline_scores(train, tests, args.baselines, args.seed, times).items():
+        scores[kind].update(per)
 
     table = {kind: {name: {"auroc": 100 * roc_auc_score(tests[kind][1], s),
                            "ap": 100 * average_precision_score(tests[kind][1], s)}
