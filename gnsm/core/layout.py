@@ -161,7 +161,7 @@ class FieldLayout:
             return list(torch.split(x, list(self.sizes), dim=dim))
         return np.split(x, self.offsets[1:-1], axis=dim)
 
-    def _codes(self, codes: Any) -> torch.Tensor:
+    def _codes(self, codes: Any, check: bool = True) -> torch.Tensor:
         codes = torch.as_tensor(codes)
         if codes.dtype == torch.bool or codes.dtype.is_floating_point or codes.dtype.is_complex:
             raise TypeError(f"codes: expected an integer tensor, got {codes.dtype}")
@@ -172,27 +172,28 @@ class FieldLayout:
         elif codes.ndim < 2 or codes.shape[1] != self.n_fields:
             raise ValueError(f"codes: expected shape (B, {self.n_fields}, *spatial), got {tuple(codes.shape)}")
         codes = codes.long()
-        if codes.numel():
+        if check and codes.numel():
             sizes = torch.tensor(self.sizes, device=codes.device).view(1, -1, *([1] * (codes.ndim - 2)))
             if bool((codes < 0).any()) or bool((codes >= sizes).any()):
                 raise ValueError("codes: values must lie in [0, K_j) for every field j")
         return codes
 
     def one_hot_logits(self, codes: Any, eps: float | torch.Tensor,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                       dtype: torch.dtype = torch.float32, *, check: bool = True) -> torch.Tensor:
         """``log(clip(onehot(codes), eps, 1))``: 0 at the true class, ``log(eps)`` elsewhere.
 
         ``codes`` (B, J, *spatial) integer (``(B, *spatial)`` for the single-field layout) ->
         ``(B, C, *spatial)`` of ``dtype`` on the codes' device. ``eps``: one clip, or a ``(B,)`` tensor of
-        one clip per record (a clip per noise level, docs/training.md).
+        one clip per record (a clip per noise level, docs/training.md). ``check=False`` skips the range checks
+        of the codes and of a clip tensor (each a host sync on a GPU) for callers that validated both already.
         """
-        codes = self._codes(codes)
+        codes = self._codes(codes, check)
         shape = (codes.shape[0], self.width, *codes.shape[2:])
         if isinstance(eps, torch.Tensor) and eps.dim() > 0:
             if eps.shape != (codes.shape[0],):
                 raise ValueError(f"eps: expected a float or one clip per record ({codes.shape[0]},), got shape "
                                  f"{tuple(eps.shape)}")
-            if not bool(((eps > 0) & (eps <= 1)).all()):
+            if check and not bool(((eps > 0) & (eps <= 1)).all()):
                 raise ValueError("eps: expected 0 < eps <= 1 for every record")
             fill = eps.to(device=codes.device, dtype=dtype).log().view(-1, *([1] * (len(shape) - 1)))
             out = fill.expand(shape).clone()

@@ -155,6 +155,18 @@ def test_one_hot_logits_rejects(codes, eps, error, match):
         FieldLayout.from_sizes([2, 3]).one_hot_logits(codes, eps)
 
 
+def test_one_hot_logits_unchecked_matches_checked_and_shape_checks_stay():
+    layout = FieldLayout.from_sizes([2, 3])
+    codes = torch.tensor([[0, 2], [1, 0], [1, 1]])
+    eps = torch.tensor([0.01, 0.1, 0.3])
+    assert torch.equal(layout.one_hot_logits(codes, eps, check=False), layout.one_hot_logits(codes, eps))
+    # check=False drops only the value-range checks (host syncs); shapes and dtypes are still checked.
+    with pytest.raises(ValueError, match="eps: expected a float or one clip per record"):
+        layout.one_hot_logits(codes, eps[:2], check=False)
+    with pytest.raises(TypeError, match="codes: expected an integer"):
+        layout.one_hot_logits(codes.float(), 0.1, check=False)
+
+
 def test_log_softmax_rejects_wrong_width():
     with pytest.raises(ValueError, match="x: expected 5 channels"):
         FieldLayout.from_sizes([2, 3]).log_softmax(torch.zeros(2, 6))
