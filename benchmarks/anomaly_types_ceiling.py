@@ -32,7 +32,6 @@ Writes ``benchmarks/results/anomaly_types_ceiling{_quick}.json`` and prints the 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -42,7 +41,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_anomaly_types import BASELINES, CONSTANT, TYPES, Generator, add_table_args, baseline_scores, make_tables  # noqa: E402,E501
+from bench_anomaly_types import (BASELINES, CONSTANT, TYPES, Generator, add_table_args, baseline_scores,  # noqa: E402
+                                 best_baselines, make_tables, print_tables)
+from common import write_json  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -221,28 +222,18 @@ def main(argv: list[str] | None = None) -> int:
         det.model_ = OracleDenoiser(gen, det)  # the same detector's noise and clip, scored by the oracle
         mean_losses("oracle with the network's detector", denoise_scores(det))
 
-    best = {k: {m: max((v[m], n) for n, v in table[k].items() if n in baselines) for m in ("auroc", "ap")}
-            for k in TYPES}
-    names = list(table[TYPES[0]])
-    for metric in ("auroc", "ap"):
-        print(f"\n{metric.upper()} %")
-        print("| scorer | " + " | ".join(TYPES) + " |")
-        print("|---|" + "---|" * len(TYPES))
-        for name in names:
-            print(f"| {name} | " + " | ".join(f"{table[k][name][metric]:.1f}" for k in TYPES) + " |")
+    print_tables(table, "scorer")
     print("\nmean summed denoising loss on the combination table: " + ", ".join(
         f"{n} {v['normal']:.2f} normal / {v['combination anomalies']:.2f} anomalies" for n, v in losses.items()))
     result = {
         "command": "python benchmarks/anomaly_types_ceiling.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "train_rows": len(train), "structured_fields": len(gen.cards), "numerical": args.numerical,
         "results": table, "mean_denoising_loss": losses,
-        "best_baseline": {k: {m: {"detector": v[1], "value": v[0]} for m, v in b.items()} for k, b in best.items()},
+        "best_baseline": best_baselines(table, lambda name: name in baselines),
         "seconds": times, "torch_threads": torch.get_num_threads(),
     }
-    out = Path(args.out) if args.out else HERE / "results" / (
-        "anomaly_types_ceiling_quick.json" if args.quick else "anomaly_types_ceiling.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(args.out or str(HERE / "results" / (
+        "anomaly_types_ceiling_quick.json" if args.quick else "anomaly_types_ceiling.json")), result)
     return 0
 
 

@@ -39,6 +39,9 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from common import write_json  # noqa: E402
+
 TYPES = ("combination", "rare_value", "constant", "unseen", "numerical", "mixture")
 BASELINES = ("ecod", "copod", "iforest", "knn")
 CONSTANT = {"status": ("ok", "failed"), "source": ("main", "backup")}
@@ -177,6 +180,28 @@ def baseline_scores(train: pd.DataFrame, tests: dict[str, tuple[pd.DataFrame, np
     return scores
 
 
+def print_tables(table: dict[str, dict[str, dict[str, float]]], first: str) -> None:
+    """The AUROC and AP tables (rows: scorers, columns: the types in ``table``), as markdown."""
+    kinds = list(table)
+    for metric in ("auroc", "ap"):
+        print(f"\n{metric.upper()} %")
+        print(f"| {first} | " + " | ".join(kinds) + " |")
+        print("|---|" + "---|" * len(kinds))
+        for name in table[kinds[0]]:
+            print(f"| {name} | " + " | ".join(f"{table[k][name][metric]:.1f}" for k in kinds) + " |")
+
+
+def best_baselines(table: dict[str, dict[str, dict[str, float]]], is_baseline) -> dict:
+    """Per type and metric, the best scorer among those ``is_baseline(name)`` accepts: {"detector", "value"}."""
+    out = {}
+    for kind, per in table.items():
+        out[kind] = {}
+        for m in ("auroc", "ap"):
+            value, name = max((v[m], n) for n, v in per.items() if is_baseline(n))
+            out[kind][m] = {"detector": name, "value": value}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     import torch
     from sklearn.metrics import average_precision_score, roc_auc_score
@@ -219,17 +244,11 @@ def main(argv: list[str] | None = None) -> int:
     table = {kind: {name: {"auroc": 100 * roc_auc_score(tests[kind][1], s),
                            "ap": 100 * average_precision_score(tests[kind][1], s)}
                     for name, s in per.items()} for kind, per in scores.items()}
-    names = list(scores[TYPES[0]])
-    for metric in ("auroc", "ap"):
-        print(f"\n{metric.upper()} %")
-        print("| detector | " + " | ".join(TYPES) + " |")
-        print("|---|" + "---|" * len(TYPES))
-        for name in names:
-            print(f"| {name} | " + " | ".join(f"{table[k][name][metric]:.1f}" for k in TYPES) + " |")
-    best = {k: {m: max((v[m], n) for n, v in table[k].items() if not n.startswith("gnsm")) for m in ("auroc", "ap")}
-            for k in TYPES}
+    print_tables(table, "detector")
+    best = best_baselines(table, lambda name: not name.startswith("gnsm"))
     print("\nbest baseline per type (AUROC / AP): " + ", ".join(
-        f"{k} {best[k]['auroc'][1]} {best[k]['auroc'][0]:.1f} / {best[k]['ap'][1]} {best[k]['ap'][0]:.1f}" for k in TYPES))
+        f"{k} {best[k]['auroc']['detector']} {best[k]['auroc']['value']:.1f} / "
+        f"{best[k]['ap']['detector']} {best[k]['ap']['value']:.1f}" for k in TYPES))
     print("times s: " + ", ".join(f"{k} {v:.1f}" for k, v in times.items()))
     result = {
         "command": "python benchmarks/bench_anomaly_types.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -237,14 +256,12 @@ def main(argv: list[str] | None = None) -> int:
         "structured_fields": fields, "numerical": args.numerical, "constant_columns": list(CONSTANT),
         "rare_fields": [f"c{j}" for j in gen.rare_fields], "train_rows_with_a_rare_value": rare_share,
         "gnsm_params": json.loads(args.params), "gnsm_steps": int(det.train_info_["steps"]), "results": table, "seconds": times,
-        "best_baseline": {k: {m: {"detector": v[1], "value": v[0]} for m, v in b.items()} for k, b in best.items()},
+        "best_baseline": best,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "torch_threads": torch.get_num_threads(),
     }
-    out = Path(args.out) if args.out else HERE / "results" / (
-        "anomaly_types_quick.json" if args.quick else "anomaly_types.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1))
+    write_json(args.out or str(HERE / "results" / ("anomaly_types_quick.json" if args.quick else "anomaly_types.json")),
+               result)
     return 0
 
 
