@@ -78,6 +78,7 @@ class OracleDenoiser(nn.Module):
         enc = det.encoder_
         self.logP = [torch.tensor(np.log(np.maximum(P, 1e-300))) for P in field_probs(gen, enc)]
         self.sizes = [P.shape[1] for P in self.logP]
+        self.clusters = gen.clusters
         # Numerical columns after the encoder's standardization: mean mu[d, c], variance v[d].
         cols = [int(c[1:]) for c in enc.numerical_columns]
         self.mu = torch.tensor((gen.means[cols] - enc.mean_[:, None]) / enc.scale_[:, None])
@@ -96,7 +97,7 @@ class OracleDenoiser(nn.Module):
         level = (log_tau.double()[:, None] - self.log_taus[None]).abs().argmin(dim=1)
         tau, eps, sigma = log_tau.double().exp()[:, None], self.eps[level][:, None], self.sigmas[level][:, None]
         D = self.mu.shape[0]
-        log_post = torch.zeros(y.shape[0], self.mu.shape[1] if D else self.logP[0].shape[0], dtype=torch.float64)
+        log_post = torch.zeros(y.shape[0], self.clusters, dtype=torch.float64)
         fields = []
         o = D
         for logP, K in zip(self.logP, self.sizes):
