@@ -192,7 +192,10 @@ class Trainer:
 
     # -- one shard's loss
     def _loss(self, net: nn.Module, labels: torch.Tensor, numerical: torch.Tensor | None, levels: torch.Tensor,
-              shard: int, step: int, purpose: int = rng.NOISE, cond: torch.Tensor | None = None) -> torch.Tensor:
+              shard: int, step: int, purpose: int = rng.NOISE, cond: torch.Tensor | None = None,
+              checked: bool = False) -> torch.Tensor:
+        """``checked``: the labels were range-checked with their data (tabular data is, up front); batches of a
+        volume Dataset are not, so their labels are checked here."""
         cfg = self.config
         D = self.num_numerical
         tau = self.taus[levels]
@@ -202,7 +205,7 @@ class Trainer:
         if cfg.ops_backend == "fused":
             state = torch.tensor([key, step], dtype=torch.int64, device=self.device)
             if self.eps_levels is not None:  # a clip per level: relax the per-record one-hot logits
-                y, state = ops.relax_from_logits(self._level_logits(labels, levels), self.field_sizes, tau,
+                y, state = ops.relax_from_logits(self._level_logits(labels, levels, checked), self.field_sizes, tau,
                                                  dtype=y_dtype, rng_state=state)
             else:
                 y, state = ops.relax_from_labels(labels, self.field_sizes, tau, eps=cfg.eps, dtype=y_dtype,
@@ -242,11 +245,11 @@ class Trainer:
             loss = loss + per_record.mean()
         return loss
 
-    def _level_logits(self, labels: torch.Tensor, levels: torch.Tensor) -> torch.Tensor:
+    def _level_logits(self, labels: torch.Tensor, levels: torch.Tensor, checked: bool = False) -> torch.Tensor:
         """``log(clip(onehot, eps_levels[level]))`` of each record: 0 at the true class, log eps elsewhere."""
-        # Unchecked: the labels passed the data's layout check and TrainConfig checked the clips, so the per-step
-        # range checks would only add host syncs on a GPU.
-        return self.layout.one_hot_logits(labels, self.eps_levels[levels], check=False)
+        # TrainConfig checked the clips; labels already range-checked with their data need no per-step range
+        # checks (host syncs on a GPU). Volume batches keep them: an out-of-range label is a clear error there.
+        return self.layout.one_hot_logits(labels, self.eps_levels[levels], check=not checked)
 
     # -- data
     def _tabular_indices(self, n: int, step: int) -> torch.Tensor:
@@ -331,7 +334,8 @@ class Trainer:
             b = codes.shape[0]
             for level in range(N):
                 levels = torch.full((b,), level, dtype=torch.long, device=self.device)
-                loss = self._loss(model, codes, num, levels, shard=i, step=level, purpose=rng.VAL, cond=cond)
+                loss = self._loss(model, codes, num, levels, shard=i, step=level, purpose=rng.VAL, cond=cond,
+                                  checked=kind == "tabular")
                 total += loss.double() * b
                 count += b
         if self.world_size > 1:
@@ -543,7 +547,8 @@ class Trainer:
                     sync_ctx = (self.net.no_sync() if self.world_size > 1 and m < cfg.accum_steps - 1
                                 and hasattr(self.net, "no_sync") else contextlib.nullcontext())
                     with sync_ctx:
-                        loss = self._loss(self.net, labels, num, levels, shard, step, cond=cond) / cfg.accum_steps
+                        loss = self._loss(self.net, labels, num, levels, shard, step, cond=cond,
+                                          checked=kind == "tabular") / cfg.accum_steps
                         loss.backward()
                     step_loss += loss.detach()
                 if cfg.grad_clip and cfg.grad_clip > 0:

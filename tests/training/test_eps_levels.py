@@ -61,6 +61,29 @@ def test_bad_levels_are_named():
         Trainer(_Net(5), Schedule(n=2), TrainConfig(eps_levels=(0.1, 0.01), ops_backend="reference", device="cpu"), 5)
 
 
+class _Masks(torch.utils.data.Dataset):
+    def __init__(self, masks):
+        self.masks = masks
+
+    def __len__(self):
+        return len(self.masks)
+
+    def __getitem__(self, i):
+        return self.masks[i]
+
+
+def test_out_of_range_volume_labels_are_named_with_per_level_clips():
+    """Volume batches are not range-checked up front, so the per-level one-hot path checks them (the
+    tabular path skips it: TabularData is checked when training starts)."""
+    masks = torch.zeros(4, 6, 6, dtype=torch.long)
+    masks[2, 3, 3] = 5  # K = 5
+    with pytest.raises(ValueError, match="codes: values must lie in"):
+        _trainer((0.3, 0.1, 0.03, 0.01)).fit(_Masks(masks))
+    labels = torch.tensor([[[0, 5]]])
+    with pytest.raises(ValueError, match="codes: values must lie in"):
+        _trainer((0.3, 0.1, 0.03, 0.01))._level_logits(labels, torch.tensor([0]))
+
+
 def test_segmentation_qc_eps_max():
     from gnsm.detectors import SegmentationQC
     rng = np.random.default_rng(0)
