@@ -19,7 +19,7 @@ from .common import (CLIError, LazyChoices, add_quiet, check_creatable, check_de
 __all__ = ["add_seg_commands", "cmd_evaluate_seg", "cmd_fit_seg", "cmd_report_seg", "cmd_score_seg"]
 
 _MASK_SUFFIXES = (".png", ".npy", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
-_SCORINGS = LazyChoices("gnsm.detectors", "SCORINGS")
+_SCORINGS = LazyChoices("gnsm.detectors", "SEG_SCORINGS")
 
 
 def _mask_files(paths: list[str]) -> list[Path]:
@@ -185,7 +185,7 @@ def _evaluate_camvid_real(args: argparse.Namespace, params: dict[str, Any]) -> i
     from ..evaluation.segmentation.real import evaluate_camvid_real
     from ..evaluation.segmentation.real_report import markdown_real, write_real_figures
 
-    if args.scoring != ["denoise"] or args.positional_prior != "off" or args.severities:
+    if args.scoring != ["auto"] or args.positional_prior != "off" or args.severities:
         raise CLIError("evaluate-seg camvid-real: --scoring, --positional-prior and --severities do not apply")
     cache = args.cache_dir if args.cache_dir is not None else args.model_dir
     if cache is not None:
@@ -266,8 +266,8 @@ def add_seg_commands(sub: Any) -> None:
                    help="image files or folders, paired with the masks by file name (the image conditions the "
                         "model: PNG / JPEG / TIFF read as RGB in [0, 1], .npy as (C, H, W))")
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: max label + 1)")
-    p.add_argument("--scoring", choices=_SCORINGS, default="denoise", metavar="MODE",
-                   help="%(choices)s (default: %(default)s)")
+    p.add_argument("--scoring", choices=_SCORINGS, default="auto", metavar="MODE",
+                   help="%(choices)s (default: %(default)s: denoise for 2-D masks, paper for 3-D volumes)")
     p.add_argument("--positional-prior", action="store_true",
                    help="add the per-position label-frequency channel (aligned data)")
     _add_training_args(p, steps=2000)
@@ -302,8 +302,9 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--downsample", type=positive_int, default=None,
                    help="factor (default: 6 camvid, 4 spine in-plane)")
     _add_training_args(p, steps=None)
-    p.add_argument("--scoring", choices=_SCORINGS, nargs="+", default=["denoise"], metavar="MODE",
-                   help="scoring modes (%(choices)s) to compare with one trained network (camvid)")
+    p.add_argument("--scoring", choices=_SCORINGS, nargs="+", default=["auto"], metavar="MODE",
+                   help="scoring modes (%(choices)s; default auto: denoise in 2-D, paper in 3-D) to compare with "
+                        "one trained network (camvid)")
     p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
                    help="score without / with the per-position label-frequency channel; both: side by side "
                         "(camvid)")

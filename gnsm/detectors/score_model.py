@@ -41,6 +41,8 @@ class ScoreModelDetector(BaseDetector):
 
     #: head used when ``head`` is None, per scoring mode
     DEFAULT_HEADS: ClassVar[dict[str, str]] = {"denoise": "gmm", "paper": "gmm"}
+    #: values ``scoring`` accepts (a subclass may add ``"auto"``, resolved by :attr:`scoring_`)
+    SCORING_CHOICES: ClassVar[tuple[str, ...]] = SCORINGS
     #: the word for one training sample in error messages ("record", "case")
     SAMPLE_WORD: ClassVar[str] = "sample"
     #: whether ``n_steps="auto"`` is accepted (the subclass then sizes the training itself)
@@ -50,14 +52,19 @@ class ScoreModelDetector(BaseDetector):
     @property
     def head_kind_(self) -> str:
         """The density head in use: ``head``, or the scoring mode's default when ``head`` is None."""
-        return self.head if self.head is not None else self.DEFAULT_HEADS[self.scoring]
+        return self.head if self.head is not None else self.DEFAULT_HEADS[self.scoring_]
+
+    @property
+    def scoring_(self) -> str:
+        """The scoring mode in use (``"denoise"`` or ``"paper"``); here ``scoring`` itself."""
+        return self.scoring
 
     def _seed(self) -> int:
         return 0 if self.random_state is None else int(self.random_state)
 
     def _check_score_model_params(self) -> None:
         """Check the shared parameters (ValueError naming the parameter); resolves ``device``."""
-        check_choice(self.scoring, "scoring", SCORINGS)
+        check_choice(self.scoring, "scoring", self.SCORING_CHOICES)
         check_choice(self.head, "head", HEAD_KINDS, allow_none=True)
         check_float_param(self.eps, "eps", low=0.0, high=1.0, low_open=True, high_open=True)
         if self.eps_max is not None:
@@ -97,7 +104,7 @@ class ScoreModelDetector(BaseDetector):
         of them for ``scoring="paper"``, for None, or when it is at least ``n_temperatures``)."""
         n = int(self.n_temperatures)
         m = self.n_score_temperatures
-        if self.scoring == "paper" or m is None or int(m) >= n:
+        if self.scoring_ == "paper" or m is None or int(m) >= n:
             return list(range(n))
         return sorted({int(round(v)) for v in np.linspace(0, n - 1, int(m))})
 

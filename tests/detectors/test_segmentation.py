@@ -337,3 +337,54 @@ def test_positional_prior_channel_map_and_round_trip(fitted, tmp_path):
     np.testing.assert_allclose(loaded.decision_function(X[:3]), det.decision_function(X[:3]), rtol=1e-6)
     det.refit_scoring(X, positional_prior=False)
     assert det.prior_log_p_ is None and det.feature_maps(X[:1])[0].shape == (3, SIDE, SIDE)
+
+
+def _toy_volumes(n: int = 4) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    vols = np.zeros((n, 8, 8, 6), np.uint8)
+    vols[:, 4:] = 1
+    vols[:, 2:4, 2:5, 1:4] = 2
+    vols[1:] = np.stack([np.roll(v, int(rng.integers(-1, 2)), axis=0) for v in vols[1:]])
+    return vols
+
+
+def test_auto_scoring_is_denoise_in_2d_and_paper_in_3d():
+    assert SegmentationQC().scoring == "auto"
+    with pytest.raises(NotFittedError):
+        SegmentationQC().scoring_
+    masks = _normal_masks(6, seed=1)
+    det2 = _quick().fit(masks)
+    assert det2.scoring_ == "denoise" and det2.feature_maps(masks[:1])[0].shape[0] == 2
+    np.testing.assert_array_equal(det2.decision_function(masks), _quick(scoring="denoise").fit(masks)
+                                  .decision_function(masks))
+    vols = _toy_volumes()
+    det3 = _quick(patch_size=(8, 8, 6)).fit(list(vols))
+    assert det3.scoring_ == "paper" and det3.feature_maps([vols[0]])[0].shape[0] == 20
+    paper = _quick(patch_size=(8, 8, 6), scoring="paper").fit(list(vols))
+    np.testing.assert_array_equal(det3.decision_function(list(vols)), paper.decision_function(list(vols)))
+
+
+def test_auto_scoring_survives_save_load_and_tabular_rejects_it(tmp_path):
+    from gnsm.detectors import GNSMDetector
+    vols = _toy_volumes()
+    det = _quick(patch_size=(8, 8, 6)).fit(list(vols))
+    det.save(tmp_path / "m")
+    loaded = SegmentationQC.load(tmp_path / "m")
+    assert loaded.scoring == "auto" and loaded.scoring_ == "paper"
+    np.testing.assert_allclose(loaded.decision_function(list(vols)), det.decision_function(list(vols)), rtol=1e-6)
+    with pytest.raises(ValueError, match="scoring"):
+        _quick(scoring="best").fit(_normal_masks(4, seed=1))
+    with pytest.raises(ValueError, match="scoring"):
+        GNSMDetector(scoring="auto", n_steps=2).fit(np.zeros((20, 2), dtype=np.int64))
+
+
+def test_training_scores_are_out_of_fold_for_the_gmm_head():
+    """From 10 cases on, decision_scores_ come from heads fitted without each case's fold, so the threshold
+    is not set by the head's own (optimistic) in-sample scores."""
+    masks = _normal_masks(12, seed=1)
+    det = _quick(n_steps=10).fit(masks)
+    in_sample = det.head_.score(det._fit_map_stats([c for c in det._cases(masks, None, "X", "cond")[0]], None))
+    assert not np.allclose(det.decision_scores_, in_sample)
+    assert det.decision_scores_.mean() > in_sample.mean()
+    small = _quick(n_steps=10).fit(masks[:6])  # below 10 cases: in-sample
+    np.testing.assert_allclose(small.decision_scores_, small.decision_function(masks[:6]))

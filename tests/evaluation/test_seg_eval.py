@@ -48,6 +48,24 @@ def test_load_spine_and_augment():
     np.testing.assert_array_equal(aug, again)
 
 
+def test_evaluate_spine_reports_the_default_verdicts():
+    """The spine evaluation records the resolved scoring and predict()'s verdicts on the prediction, the
+    reference and the held-out references (a tiny network: the values are not the point here)."""
+    _data_or_skip("spine_panoptica")
+    from gnsm.evaluation.segmentation import evaluate_spine, markdown_summary
+    params = {"channels": (4, 8), "n_steps": 2, "batch_size": 2, "n_temperatures": 4, "device": "cpu"}
+    result = evaluate_spine(downsample=8, n_train=10, n_heldout=3, detector_params=params, keep_maps=False)
+    assert result["detector"]["scoring"] == "auto" and result["scoring_used"] == "paper"
+    assert len(result["score_heldout_references"]) == 3 and 0 <= result["heldout_flagged"] <= 3
+    flagged = result["score_prediction"] > result["threshold"]
+    assert result["prediction_flagged"] == flagged
+    rank = 1 + sum(s > result["score_prediction"] for s in [result["score_reference"],
+                                                             *result["score_heldout_references"]])
+    assert result["prediction_rank_among_references"] == rank
+    text = markdown_summary(result)
+    assert ("NOT flagged" in text) != flagged and "held-out references flagged" in text
+
+
 def test_positional_frequency_flags_rare_labels():
     maps = np.zeros((10, 4, 4), np.int64)
     maps[:, 2:] = 1

@@ -5,7 +5,11 @@ on random patches of *good* segmentations (ground-truth masks or label volumes, 
 image as conditioning channels). A predicted segmentation (integer labels or soft probabilities)
 is then turned into an N-channel per-voxel feature map, one channel per scoring temperature:
 
-``scoring="denoise"`` (default, chosen by measurement on CamVid; see docs/segmentation.md)
+``scoring="auto"`` (default) is ``"denoise"`` for 2-D masks and ``"paper"`` for 3-D volumes: what
+measured best on each (CamVid masks: denoise; the spine volume: paper, the only mode of the two that
+flags its real prediction; docs/segmentation.md). ``scoring_`` is the resolved mode.
+
+``scoring="denoise"``
     the model's own per-voxel denoising error KL(softmax(-g) || softmax(l)) on ``n_noise_copies``
     noised copies (``gnsm.ops.score_matching_loss(reduction="none")``), averaged over the copies.
     With ``eps=0.01`` about 10% of the voxels are flipped to another class by the noise, so the
@@ -32,7 +36,11 @@ From the feature map:
 - per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
   a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
-  ``threshold_`` (the ``1 - contamination`` quantile of the training scores).
+  ``threshold_`` (the ``1 - contamination`` quantile of the training scores). The training scores
+  ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10 folds, from 10 training cases on;
+  ``DensityHead.out_of_fold_scores``):
+  scored in-sample, a head fitted on a few dozen cases puts the threshold so low that it flags most new
+  good cases.
 
 Cases larger than ``window`` are scored by sliding windows with 50% overlap, blended with a
 separable triangular weight (``windows.py``), so volumes larger than GPU memory work.
@@ -63,7 +71,9 @@ from ..validation import (check_bool_param, check_choice, check_float_param, che
 from .positional import fit_positional_prior, position_code, positional_nll
 from .windows import blend_weight, window_grid
 
-__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS", "PIXEL_HEADS"]
+__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS", "PIXEL_HEADS", "SEG_SCORINGS"]
+
+SEG_SCORINGS = ("auto", "denoise", "paper")
 
 PIXEL_HEADS = ("mean", "hgad")
 _HGAD_FIT_ARGS = frozenset(HEAD_OPTIONS) - {"device", "random_state"}
@@ -99,7 +109,7 @@ class SegmentationQC(ScoreModelDetector):
         num_classes: K; None infers ``max label + 1`` from the training masks.
         contamination: expected fraction of poor cases (sets ``threshold_``).
         pixel_contamination: fraction of training voxels above ``pixel_threshold_``.
-        scoring: ``"denoise"`` or ``"paper"`` (module docstring).
+        scoring: ``"auto"`` (denoise in 2-D, paper in 3-D), ``"denoise"`` or ``"paper"`` (module docstring).
         head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``;
             None: ``gmm``).
         pixel_head: how the N channels become the anomaly map: ``"mean"`` of the standardized channels,
@@ -136,6 +146,7 @@ class SegmentationQC(ScoreModelDetector):
     """
 
     SAMPLE_WORD = "case"
+    SCORING_CHOICES: ClassVar[tuple[str, ...]] = SEG_SCORINGS
     #: parameters :meth:`refit_scoring` may change; every other constructor parameter shapes the network
     SCORING_PARAMS: ClassVar[frozenset[str]] = frozenset({
         "contamination", "pixel_contamination", "scoring", "head", "pixel_head", "pixel_head_options",
@@ -143,7 +154,7 @@ class SegmentationQC(ScoreModelDetector):
         "positional_prior", "window", "score_batch_size", "device", "random_state", "verbose"})
 
     def __init__(self, num_classes: int | None = None, contamination: float = 0.1,
-                 pixel_contamination: float = 0.01, scoring: str = "denoise", head: str | None = "gmm",
+                 pixel_contamination: float = 0.01, scoring: str = "auto", head: str | None = "gmm",
                  pixel_head: str = "mean", pixel_head_options: dict | None = None,
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
@@ -218,6 +229,15 @@ class SegmentationQC(ScoreModelDetector):
         check_int_sequence_param(self.flip_axes, "flip_axes", low=0, allow_empty=True)
         check_bool_param(self.coord_channels, "coord_channels")
         check_bool_param(self.positional_prior, "positional_prior")
+
+    @property
+    def scoring_(self) -> str:
+        """The scoring mode in use: ``scoring``, with ``"auto"`` resolved by the cases' rank (fitted)."""
+        if self.scoring != "auto":
+            return self.scoring
+        if not hasattr(self, "spatial_dims_"):  # set by fit (before scoring) and by load
+            self._check_fitted("scoring_")
+        return "paper" if self.spatial_dims_ == 3 else "denoise"
 
     def _network_params(self) -> set[str]:
         return set(inspect.signature(type(self).__init__).parameters) - {"self"} - self.SCORING_PARAMS
@@ -404,11 +424,11 @@ class SegmentationQC(ScoreModelDetector):
         shape = case.shape
         win = self._window(shape)
         dev = self._dev
-        if case.labels is not None:
-            source = torch.from_numpy(np.ascontiguousarray(case.labels))
+        if case.labels is not None:  # np.require: torch warns on read-only arrays (e.g. memory-mapped inputs)
+            source = torch.from_numpy(np.require(case.labels, requirements=["C", "W"]))
         else:  # probabilities; _window_features takes their logits at each level's clip
-            source = torch.from_numpy(np.ascontiguousarray(case.probs, dtype=np.float32))
-        cond_t = None if cond is None else torch.from_numpy(np.ascontiguousarray(cond))
+            source = torch.from_numpy(np.require(case.probs, np.float32, ["C", "W"]))
+        cond_t = None if cond is None else torch.from_numpy(np.require(cond, requirements=["C", "W"]))
         T = len(self._score_indices())
         acc = torch.zeros((T, *shape), dtype=torch.float32)
         weight = torch.zeros(shape, dtype=torch.float32)
@@ -445,7 +465,7 @@ class SegmentationQC(ScoreModelDetector):
             eps = self._level_eps(i)  # one clip for the whole batch: labels need no one-hot for the noise
             # soft input: x holds probabilities; the level's clip bounds their logits like a one-hot's
             a = x.clamp_min(eps).log() if labels is None else None
-            if self.scoring == "paper":
+            if self.scoring_ == "paper":
                 a = layout.one_hot_logits(labels, eps) if a is None else a
                 net = model(layout.log_softmax(a / taus[i]), tau.log(), cond)
                 out.append(ops.score_norms(net.float().contiguous(), K, tau)[1])
@@ -473,7 +493,10 @@ class SegmentationQC(ScoreModelDetector):
             feats_val = np.stack([self._case_features(self._case_map(c, None if vconds is None else vconds[i]))
                                   for i, c in enumerate(vcases)])
         self.head_ = self._make_head()
-        return self.head_.fit(feats, feats_val, labels=labels)
+        self.head_.fit(feats, feats_val, labels=labels)
+        # The training scores (hence threshold_) are out of fold: a head scores its own few training cases
+        # far lower than new good cases (measured on the spine volume, docs/segmentation.md).
+        return self.head_.out_of_fold_scores(feats)
 
     def _fit_map_stats(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None) -> np.ndarray:
         """One pass over the training cases: per-channel voxel mean / std, the pixel threshold (from a

@@ -235,6 +235,11 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
         "score_prediction": float(res.pred_score[0]), "score_reference": float(res.pred_score[1]),
         "score_heldout_references": [float(s) for s in res.pred_score[2:]],
         "threshold": float(det.threshold_),
+        "scoring_used": det.scoring_,
+        # predict()'s verdicts: the prediction should be flagged, the held-out good references should not
+        "prediction_flagged": bool(res.pred_label[0]), "reference_flagged": bool(res.pred_label[1]),
+        "heldout_flagged": int(res.pred_label[2:].sum()),
+        "prediction_rank_among_references": int(1 + (res.pred_score[1:] > res.pred_score[0]).sum()),
     }
     if keep_maps:
         result["_arrays"] = {"gt": ref[None], "pred": pred[None], "anomaly_map": amap[None],

@@ -43,7 +43,7 @@ _REFERENCE = "entropy"
 #: SegmentationQC settings of the evaluation (both QC models; the mask-only one has no image channels)
 QC_DEFAULTS: dict[str, Any] = {"num_classes": NUM_CLASSES, "coord_channels": True, "flip_axes": (1,),
                                "channels": (16, 32, 64), "patch_size": (64, 64), "n_steps": 1000, "batch_size": 8,
-                               "eps_max": 0.3}
+                               "eps_max": 0.3, "scoring": "denoise"}
 
 
 def _entropy(p: np.ndarray) -> np.ndarray:

@@ -46,8 +46,16 @@ def markdown_summary(result: dict) -> str:
             lines.append(f"| {k} | " + " | ".join(cells) + " |")
     else:
         lines += [f"voxel AUROC {result['voxel_auroc']:.3f} (foreground {result['voxel_auroc_foreground']:.3f}); "
-                  f"failing labels {result['failing_labels']} rank {result['failing_labels_top_ranked']}", "",
-                  "| rank | label | Dice | mean anomaly | error fraction |", "|---|---|---|---|---|"]
+                  f"failing labels {result['failing_labels']} rank {result['failing_labels_top_ranked']}", ""]
+        if "prediction_flagged" in result:
+            n_held = len(result["score_heldout_references"])
+            lines += [f"scoring {result['scoring_used']}: prediction score {result['score_prediction']:.4g} "
+                      f"(threshold {result['threshold']:.4g}) -> "
+                      f"{'flagged' if result['prediction_flagged'] else 'NOT flagged'}, rank "
+                      f"{result['prediction_rank_among_references']} of {n_held + 2} against the reference and "
+                      f"{n_held} held-out references; held-out references flagged "
+                      f"{result['heldout_flagged']} / {n_held}", ""]
+        lines += ["| rank | label | Dice | mean anomaly | error fraction |", "|---|---|---|---|---|"]
         for r in result["label_ranking"]:
             lines.append(f"| {r['rank']} | {r['label']} | {r['dice']:.3f} | {r['mean_anomaly']:.3f} | "
                          f"{r['error_fraction']:.3f} |")
