@@ -2,6 +2,7 @@
 JSON output that records the device and versions so runs on different machines can be compared."""
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -78,3 +79,25 @@ def markdown_table(headers: list[str], rows: list[list[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def camvid_real_parser(description: str, out: str) -> argparse.ArgumentParser:
+    """The options of the scripts that reuse the models of a ``gnsm evaluate-seg camvid-real --cache-dir`` run."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--cache-dir", required=True, help="the --cache-dir of a gnsm evaluate-seg camvid-real run")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--downsample", type=int, default=4)
+    p.add_argument("--seg-epochs", type=int, default=40)
+    p.add_argument("--out", default=out)
+    return p
+
+
+def camvid_real_folds(args: argparse.Namespace):
+    """The CamVid frames and the out-of-fold segmenters' predictions (from the cache, else trained into it)."""
+    from gnsm.datasets import CAMVID_VOID, load_camvid_frames
+    from gnsm.evaluation.segmentation.folds import predict_out_of_fold
+    from gnsm.evaluation.segmentation.real import NUM_CLASSES
+    frames = load_camvid_frames(downsample=args.downsample, data_dir=args.data_dir)
+    folds = predict_out_of_fold(frames.images, frames.labels, frames.sequences, NUM_CLASSES, CAMVID_VOID,
+                                cache_dir=args.cache_dir, epochs=args.seg_epochs)
+    return frames, folds

@@ -12,7 +12,6 @@ CACHE is the --cache-dir of a finished ``gnsm evaluate-seg camvid-real`` run (se
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -20,28 +19,21 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_json  # noqa: E402
+from common import camvid_real_folds, camvid_real_parser, write_json  # noqa: E402
 
-from gnsm.datasets import CAMVID_VOID, load_camvid_frames  # noqa: E402
+from gnsm.datasets import CAMVID_VOID  # noqa: E402
 from gnsm.detectors import SegmentationQC  # noqa: E402
 from gnsm.evaluation.segmentation.bootstrap import per_frame_auroc  # noqa: E402
-from gnsm.evaluation.segmentation.folds import fill_void, predict_out_of_fold  # noqa: E402
+from gnsm.evaluation.segmentation.folds import fill_void  # noqa: E402
 from gnsm.evaluation.segmentation.overlap import dice_iou  # noqa: E402
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cache-dir", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--downsample", type=int, default=4)
-    p.add_argument("--seg-epochs", type=int, default=40)
-    p.add_argument("--out", default="benchmarks/results/seg_camvid_real_levels.json")
+    p = camvid_real_parser(__doc__.splitlines()[0], "benchmarks/results/seg_camvid_real_levels.json")
     args = p.parse_args()
     from scipy.stats import spearmanr
     from sklearn.metrics import roc_auc_score
-    f = load_camvid_frames(downsample=args.downsample, data_dir=args.data_dir)
-    folds = predict_out_of_fold(f.images, f.labels, f.sequences, 11, CAMVID_VOID, cache_dir=args.cache_dir,
-                                epochs=args.seg_epochs)
+    f, folds = camvid_real_folds(args)
     out = {}
     for fo in folds:
         te = fo.test

@@ -18,7 +18,6 @@ CACHE is the --cache-dir of a finished ``gnsm evaluate-seg camvid-real`` run (se
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -27,14 +26,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import write_json  # noqa: E402
+from common import camvid_real_folds, camvid_real_parser, write_json  # noqa: E402
 
 from gnsm import ops  # noqa: E402
 from gnsm.core.posterior import class_posterior  # noqa: E402
-from gnsm.datasets import CAMVID_VOID, load_camvid_frames  # noqa: E402
+from gnsm.datasets import CAMVID_VOID  # noqa: E402
 from gnsm.detectors import SegmentationQC  # noqa: E402
 from gnsm.evaluation.segmentation.bootstrap import fold_metrics, per_frame_auroc, pooled_with_intervals  # noqa: E402
-from gnsm.evaluation.segmentation.folds import fill_void, predict_out_of_fold  # noqa: E402
+from gnsm.evaluation.segmentation.folds import fill_void  # noqa: E402
 from gnsm.evaluation.segmentation.overlap import dice_iou  # noqa: E402
 
 
@@ -64,18 +63,11 @@ def posterior_maps(det: SegmentationQC, labels: np.ndarray, images: np.ndarray |
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--cache-dir", required=True)
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--downsample", type=int, default=4)
-    p.add_argument("--seg-epochs", type=int, default=40)
+    p = camvid_real_parser(__doc__.splitlines()[0], "benchmarks/results/seg_camvid_real_posterior.json")
     p.add_argument("--n-boot", type=int, default=1000)
-    p.add_argument("--out", default="benchmarks/results/seg_camvid_real_posterior.json")
     args = p.parse_args()
     from sklearn.metrics import roc_auc_score
-    f = load_camvid_frames(downsample=args.downsample, data_dir=args.data_dir)
-    folds = predict_out_of_fold(f.images, f.labels, f.sequences, 11, CAMVID_VOID, cache_dir=args.cache_dir,
-                                epochs=args.seg_epochs)
+    f, folds = camvid_real_folds(args)
     fold_data, per_fold = [], {}
     for fo in folds:
         te = fo.test
