@@ -62,6 +62,8 @@ def test_evaluate_spine_reports_the_default_verdicts():
     rank = 1 + sum(s > result["score_prediction"] for s in [result["score_reference"],
                                                              *result["score_heldout_references"]])
     assert result["prediction_rank_among_references"] == rank
+    assert result["heldout_flagged_in_sample"] == sum(s > result["threshold_in_sample"]
+                                                      for s in result["score_heldout_references"])
     text = markdown_summary(result)
     assert ("NOT flagged" in text) != flagged and "held-out references flagged" in text
 

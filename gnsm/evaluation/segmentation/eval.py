@@ -208,6 +208,8 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     if any(getattr(det, k) != v for k, v in wanted.items()):  # a saved network, scored another way
         det.refit_scoring(train, **wanted)
     res = det.predict_maps([pred, ref] + heldout)
+    # threshold_ comes from out-of-fold training scores; the in-sample one is reported beside it
+    in_sample = np.percentile(det.decision_function(train), 100.0 * (1.0 - float(det.contamination)))
     amap = res.anomaly_map[0]
     error = pred != ref
     _, _, per_class = dice_iou(ref, pred, list(range(K)))
@@ -240,6 +242,9 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
         "prediction_flagged": bool(res.pred_label[0]), "reference_flagged": bool(res.pred_label[1]),
         "heldout_flagged": int(res.pred_label[2:].sum()),
         "prediction_rank_among_references": int(1 + (res.pred_score[1:] > res.pred_score[0]).sum()),
+        "threshold_in_sample": float(in_sample),
+        "prediction_flagged_in_sample": bool(res.pred_score[0] > in_sample),
+        "heldout_flagged_in_sample": int((res.pred_score[2:] > in_sample).sum()),
     }
     if keep_maps:
         result["_arrays"] = {"gt": ref[None], "pred": pred[None], "anomaly_map": amap[None],

@@ -54,7 +54,10 @@ def markdown_summary(result: dict) -> str:
                       f"{'flagged' if result['prediction_flagged'] else 'NOT flagged'}, rank "
                       f"{result['prediction_rank_among_references']} of {n_held + 2} against the reference and "
                       f"{n_held} held-out references; held-out references flagged "
-                      f"{result['heldout_flagged']} / {n_held}", ""]
+                      f"{result['heldout_flagged']} / {n_held}",
+                      f"at the in-sample threshold {result['threshold_in_sample']:.4g}: prediction "
+                      f"{'flagged' if result['prediction_flagged_in_sample'] else 'not flagged'}, held-out "
+                      f"references flagged {result['heldout_flagged_in_sample']} / {n_held}", ""]
         lines += ["| rank | label | Dice | mean anomaly | error fraction |", "|---|---|---|---|---|"]
         for r in result["label_ranking"]:
             lines.append(f"| {r['rank']} | {r['label']} | {r['dice']:.3f} | {r['mean_anomaly']:.3f} | "
