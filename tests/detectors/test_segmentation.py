@@ -383,7 +383,8 @@ def test_training_scores_are_out_of_fold_for_the_gmm_head():
     is not set by the head's own (optimistic) in-sample scores."""
     masks = _normal_masks(12, seed=1)
     det = _quick(n_steps=10).fit(masks)
-    in_sample = det.head_.score(det._fit_map_stats([c for c in det._cases(masks, None, "X", "cond")[0]], None))
+    in_sample = det.decision_function(masks)  # the head scoring its own training cases
+    np.testing.assert_allclose(det.in_sample_scores_, in_sample)
     assert not np.allclose(det.decision_scores_, in_sample)
     assert det.decision_scores_.mean() > in_sample.mean()
     small = _quick(n_steps=10).fit(masks[:6])  # below 10 cases: in-sample

@@ -7,7 +7,7 @@ is then turned into an N-channel per-voxel feature map, one channel per scoring 
 
 ``scoring="auto"`` (default) is ``"denoise"`` for 2-D masks and ``"paper"`` for 3-D volumes: what
 measured best on each (CamVid masks: denoise; the spine volume: paper, the only mode of the two that
-flags its real prediction; docs/segmentation.md). ``scoring_`` is the resolved mode.
+ranks its real prediction above the good volumes; docs/segmentation.md). ``scoring_`` is the resolved mode.
 
 ``scoring="denoise"``
     the model's own per-voxel denoising error KL(softmax(-g) || softmax(l)) on ``n_noise_copies``
@@ -38,9 +38,9 @@ From the feature map:
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
   ``threshold_`` (the ``1 - contamination`` quantile of the training scores). The training scores
   ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10 folds, from 10 training cases on;
-  ``DensityHead.out_of_fold_scores``):
-  scored in-sample, a head fitted on a few dozen cases puts the threshold so low that it flags most new
-  good cases.
+  ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted on a few dozen cases puts the
+  threshold so low that it flags most new good cases. The in-sample scores are kept in
+  ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, not saved).
 
 Cases larger than ``window`` are scored by sliding windows with 50% overlap, blended with a
 separable triangular weight (``windows.py``), so volumes larger than GPU memory work.
@@ -493,7 +493,7 @@ class SegmentationQC(ScoreModelDetector):
             feats_val = np.stack([self._case_features(self._case_map(c, None if vconds is None else vconds[i]))
                                   for i, c in enumerate(vcases)])
         self.head_ = self._make_head()
-        self.head_.fit(feats, feats_val, labels=labels)
+        self.in_sample_scores_ = self.head_.fit(feats, feats_val, labels=labels)
         # The training scores (hence threshold_) are out of fold: a head scores its own few training cases
         # far lower than new good cases (measured on the spine volume, docs/segmentation.md).
         return self.head_.out_of_fold_scores(feats)
