@@ -66,6 +66,13 @@ def test_evaluate_spine_reports_the_default_verdicts():
                                                       for s in result["score_heldout_references"])
     text = markdown_summary(result)
     assert ("NOT flagged" in text) != flagged and "held-out references flagged" in text
+    base = result["baselines"]
+    assert set(base["voxel"]) == {"positional_prior", "boundary_proximity"}
+    assert set(base["case"]) == {"positional_prior_mean", "label_volume_z"}
+    for v in base["case"].values():
+        assert len(v["score_references"]) == 4  # the reference and the 3 held-out references
+        assert v["prediction_flagged"] == (v["score_prediction"] > v["threshold"])
+    assert "| label_volume_z |" in text and "| boundary_proximity |" in text
 
 
 def test_positional_frequency_flags_rare_labels():

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from .cases import CorruptedCase
 
 __all__ = ["PositionalFrequency", "case_metrics", "voxel_auroc", "summarize_cases", "evaluate_camvid",
-           "evaluate_spine", "fit_or_load"]
+           "evaluate_spine", "fit_or_load", "spine_baselines"]
 
 
 class PositionalFrequency:
@@ -250,8 +250,38 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
         "prediction_flagged_in_sample": bool(res.pred_score[0] > in_sample),
         "heldout_flagged_in_sample": int((res.pred_score[2:] > in_sample).sum()),
     }
+    result["baselines"] = spine_baselines(train, [pred, ref] + heldout, K, float(det.contamination))
     if keep_maps:
         result["_arrays"] = {"gt": ref[None], "pred": pred[None], "anomaly_map": amap[None],
                              "score": res.pred_score[:1], "dice": np.array([dice_iou(ref, pred)[0]]),
                              "names": np.array(["spine"]), "ignore_index": -1}
     return result
+
+
+def spine_baselines(train: Sequence[np.ndarray], cases: Sequence[np.ndarray], num_classes: int,
+                    contamination: float) -> dict[str, Any]:
+    """The free baselines of :mod:`.free_baselines` on the spine cases (``cases``: prediction, reference,
+    held-out references; errors = ``prediction != reference``): voxel AUROC of their maps and the case
+    verdicts of their case scores at the detector's ``contamination`` (training scores leave-one-out)."""
+    from .free_baselines import (boundary_proximity, calibrated_verdicts, label_volume_features,
+                                 label_volume_zscore, leave_one_out)
+    pred, ref = cases[0], cases[1]
+    error, fg = pred != ref, (pred > 0) | (ref > 0)
+
+    def prior_score(others: Sequence[np.ndarray], case: np.ndarray) -> float:
+        return PositionalFrequency(num_classes).fit(np.stack(others)).score(case)
+
+    prior = PositionalFrequency(num_classes).fit(np.stack(train))
+    voxel = {}
+    for name, amap in (("positional_prior", prior.anomaly_map(pred)), ("boundary_proximity", boundary_proximity(pred))):
+        voxel[name] = {"voxel_auroc": voxel_auroc([amap], [error])["pooled"],
+                       "voxel_auroc_foreground": voxel_auroc([amap], [error], [fg])["pooled"]}
+    feats = [label_volume_features(v, num_classes) for v in train]
+    case = {
+        "positional_prior_mean": calibrated_verdicts(leave_one_out(train, prior_score),
+                                                     [prior.score(c) for c in cases], contamination),
+        "label_volume_z": calibrated_verdicts(
+            leave_one_out(feats, lambda others, f: float(label_volume_zscore(np.stack(others), f)[0])),
+            label_volume_zscore(np.stack(feats), np.stack([label_volume_features(c, num_classes) for c in cases])),
+            contamination)}
+    return {"voxel": voxel, "case": case}

@@ -58,11 +58,33 @@ def markdown_summary(result: dict) -> str:
                       f"at the in-sample threshold {result['threshold_in_sample']:.4g}: prediction "
                       f"{'flagged' if result['prediction_flagged_in_sample'] else 'not flagged'}, held-out "
                       f"references flagged {result['heldout_flagged_in_sample']} / {n_held}", ""]
+        if "baselines" in result:
+            lines += _spine_baseline_lines(result)
         lines += ["| rank | label | Dice | mean anomaly | error fraction |", "|---|---|---|---|---|"]
         for r in result["label_ranking"]:
             lines.append(f"| {r['rank']} | {r['label']} | {r['dice']:.3f} | {r['mean_anomaly']:.3f} | "
                          f"{r['error_fraction']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def _spine_baseline_lines(result: dict) -> list[str]:
+    """Free baselines beside GNSM on the spine prediction (voxel AUROC; case verdicts)."""
+    base = result["baselines"]
+    lines = ["Free baselines (no network) on the same cases:", "",
+             "| voxel map | voxel AUROC | foreground |", "|---|---|---|",
+             f"| GNSM ({result['scoring_used']}) | {_fmt(result['voxel_auroc'])} | "
+             f"{_fmt(result['voxel_auroc_foreground'])} |"]
+    for name, v in base["voxel"].items():
+        lines.append(f"| {name} | {_fmt(v['voxel_auroc'])} | {_fmt(v['voxel_auroc_foreground'])} |")
+    n_ref = len(result["score_heldout_references"]) + 1
+    lines += ["", f"| case score | prediction flagged | rank of {n_ref + 1} | references flagged |", "|---|---|---|---|",
+              f"| GNSM ({result['scoring_used']}) | {'yes' if result['prediction_flagged'] else 'no'} | "
+              f"{result['prediction_rank_among_references']} | "
+              f"{result['heldout_flagged'] + int(result['reference_flagged'])} / {n_ref} |"]
+    for name, v in base["case"].items():
+        lines.append(f"| {name} | {'yes' if v['prediction_flagged'] else 'no'} | {v['prediction_rank']} | "
+                     f"{v['references_flagged']} / {n_ref} |")
+    return lines + [""]
 
 
 def pyplot():
