@@ -20,6 +20,7 @@ __all__ = ["add_seg_commands", "cmd_evaluate_seg", "cmd_fit_seg", "cmd_report_se
 
 _MASK_SUFFIXES = (".png", ".npy", ".nii", ".nii.gz", ".tif", ".tiff", ".bmp")
 _SCORINGS = LazyChoices("gnsm.detectors", "SEG_SCORINGS")
+_CASE_SCORES = LazyChoices("gnsm.detectors", "CASE_SCORES")
 
 
 def _mask_files(paths: list[str]) -> list[Path]:
@@ -90,7 +91,7 @@ def cmd_fit_seg(args: argparse.Namespace) -> int:
     files = _mask_files(args.masks)
     check_device(args.device)
     check_model_dir(args.model_dir)
-    params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring,
+    params: dict[str, Any] = dict(num_classes=args.num_classes, scoring=args.scoring, case_score=args.case_score,
                                   positional_prior=args.positional_prior, contamination=args.contamination,
                                   random_state=args.seed, verbose=not args.quiet, **_training_params(args))
     cond = None
@@ -153,6 +154,7 @@ def cmd_evaluate_seg(args: argparse.Namespace) -> int:
     priors = {"off": (False,), "on": (True,), "both": (False, True)}[args.positional_prior]
     if args.dataset == "camvid-real":
         return _evaluate_camvid_real(args, params)
+    params["case_score"] = args.case_score
     if args.dataset == "camvid":
         extra = {"severities": tuple(args.severities)} if args.severities else {}
         result = evaluate_camvid(downsample=args.downsample or 6, seed=args.seed, detector_params=params,
@@ -185,8 +187,9 @@ def _evaluate_camvid_real(args: argparse.Namespace, params: dict[str, Any]) -> i
     from ..evaluation.segmentation.real import evaluate_camvid_real
     from ..evaluation.segmentation.real_report import markdown_real, write_real_figures
 
-    if args.scoring != ["auto"] or args.positional_prior != "off" or args.severities:
-        raise CLIError("evaluate-seg camvid-real: --scoring, --positional-prior and --severities do not apply")
+    if args.scoring != ["auto"] or args.positional_prior != "off" or args.severities or args.case_score != "head":
+        raise CLIError("evaluate-seg camvid-real: --scoring, --positional-prior, --case-score and --severities do "
+                       "not apply (it reports both case readouts)")
     cache = args.cache_dir if args.cache_dir is not None else args.model_dir
     if cache is not None:
         check_creatable(Path(cache), "--cache-dir", "cache folder")
@@ -268,6 +271,9 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: max label + 1)")
     p.add_argument("--scoring", choices=_SCORINGS, default="auto", metavar="MODE",
                    help="%(choices)s (default: %(default)s: denoise for 2-D masks, paper for 3-D volumes)")
+    p.add_argument("--case-score", choices=_CASE_SCORES, default="head",
+                   help="head: the density head's NLL of the case features (default); map_mean: the mean of the "
+                        "anomaly map")
     p.add_argument("--positional-prior", action="store_true",
                    help="add the per-position label-frequency channel (aligned data)")
     _add_training_args(p, steps=2000)
@@ -308,6 +314,8 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
                    help="score without / with the per-position label-frequency channel; both: side by side "
                         "(camvid)")
+    p.add_argument("--case-score", choices=_CASE_SCORES, default="head",
+                   help="the detector's case score (head or map_mean; camvid also reports map_mean beside head)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
     p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
     p.add_argument("--seed", type=int, default=0)

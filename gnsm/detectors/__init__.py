@@ -8,7 +8,7 @@ from .base import META_FILE, WEIGHTS_FILE, BaseDetector, load_network, resolve_d
 from .heads import HEAD_KINDS, DensityHead
 from .hgad import HGADDetector
 from .score_model import SCORINGS, ScoreModelDetector
-from .segmentation import SEG_SCORINGS, SegmentationQC, SegmentationResult
+from .segmentation import CASE_SCORES, SEG_SCORINGS, SegmentationQC, SegmentationResult
 from .tabular import HEADS, GNSMDetector, check_storable_categories
 from .validation import (as_float_tensor, check_choice, check_float_param, check_int_param, check_labels,
                          check_n_features, check_same_length)
@@ -19,6 +19,7 @@ __all__ = [
     "META_FILE",
     "SCORINGS",
     "SEG_SCORINGS",
+    "CASE_SCORES",
     "WEIGHTS_FILE",
     "BaseDetector",
     "DensityHead",

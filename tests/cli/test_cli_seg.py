@@ -61,6 +61,16 @@ def test_cli_fit_score_report_seg(tmp_path, capsys):
     assert main(["fit-seg", str(masks), "--model-dir", str(model2), "--steps", "2", "--channels", "4", "8",
                  "--positional-prior", "--device", "cpu", "-q"]) == 0
     assert json.loads((model2 / "meta.json").read_text())["params"]["positional_prior"] is True
+    model3 = tmp_path / "model3"
+    assert main(["fit-seg", str(masks), "--model-dir", str(model3), "--steps", "2", "--channels", "4", "8",
+                 "--case-score", "map_mean", "--device", "cpu", "-q"]) == 0
+    meta3 = json.loads((model3 / "meta.json").read_text())
+    assert meta3["params"]["case_score"] == "map_mean" and meta3["state"]["head"] is None
+    with pytest.raises(SystemExit) as exc:  # argparse's own choice check
+        main(["fit-seg", str(masks), "--model-dir", str(tmp_path / "m4"), "--case-score", "max", "-q"])
+    assert exc.value.code == 2 and "--case-score" in capsys.readouterr().err
+    assert main(["evaluate-seg", "camvid-real", "--case-score", "map_mean", "--out", str(tmp_path / "e"), "-q"]) == 2
+    assert "--case-score" in capsys.readouterr().err
     assert main(["evaluate-seg", "spine", "--positional-prior", "both", "--out", str(tmp_path / "e"), "-q"]) == 2
     assert "one --scoring and --positional-prior" in capsys.readouterr().err
     out = tmp_path / "scores.csv"
@@ -85,8 +95,6 @@ def test_cli_fit_score_report_seg(tmp_path, capsys):
     np.savez(tmp_path / "broken.npz", gt=np.zeros((1, 2, 2)))
     assert main(["report-seg", str(tmp_path / "broken.npz"), "--out", str(tmp_path / "fig2"), "-q"]) == 2
     assert "missing arrays" in capsys.readouterr().err
-
-
 
 
 def test_torchrun_fit_seg_trains_on_two_ranks(tmp_path):

@@ -389,3 +389,40 @@ def test_training_scores_are_out_of_fold_for_the_gmm_head():
     assert det.decision_scores_.mean() > in_sample.mean()
     small = _quick(n_steps=10).fit(masks[:6])  # below 10 cases: in-sample
     np.testing.assert_allclose(small.decision_scores_, small.decision_function(masks[:6]))
+
+
+def test_map_mean_case_score(fitted, tmp_path):
+    """``case_score="map_mean"``: the case score is the anomaly map's mean; the training scores that set
+    ``threshold_`` equal those the fitted detector gives its training cases; no head; save / load keeps it."""
+    import copy
+    det = copy.deepcopy(fitted)
+    train = _normal_masks(48, seed=1)
+    det.refit_scoring(train, case_score="map_mean")
+    assert det.head_ is None and det.case_score == "map_mean"
+    np.testing.assert_allclose(det.decision_scores_, [m.mean() for m in det.anomaly_maps(train)], rtol=1e-5,
+                               atol=1e-6)
+    np.testing.assert_allclose(det.threshold_, np.percentile(det.decision_scores_, 90.0))
+    bad = np.stack([_corrupt(m)[0] for m in _normal_masks(6, seed=5)])
+    res = det.predict_maps(np.concatenate([_normal_masks(6, seed=9), bad]))
+    np.testing.assert_allclose(res.pred_score, [a.mean() for a in res.anomaly_map], rtol=1e-5, atol=1e-6)
+    assert res.pred_score[6:].min() > res.pred_score[:6].max()
+    det.save(tmp_path / "mm")
+    loaded = SegmentationQC.load(tmp_path / "mm", device="cpu")
+    assert loaded.head_ is None and loaded.case_score == "map_mean"
+    np.testing.assert_allclose(loaded.decision_function(bad), res.pred_score[6:], rtol=1e-5)
+    det.refit_scoring(train, case_score="head")
+    assert det.head_ is not None
+    np.testing.assert_allclose(det.decision_function(bad), fitted.decision_function(bad), rtol=1e-6)
+    with pytest.raises(ValueError, match="case_score: expected"):
+        _quick(case_score="max").fit(_normal_masks(4, seed=1))
+
+
+def test_map_mean_case_score_with_the_hgad_pixel_head():
+    """With the per-position HGAD map (not linear in the channels) the training map means come from each
+    case's sampled voxels: exact here, where every voxel of every case is in the sample."""
+    masks = _normal_masks(8, seed=1)
+    det = _quick(n_steps=5, case_score="map_mean", pixel_head="hgad",
+                 pixel_head_options={"stage1_epochs": 1, "stage2_epochs": 1, "max_samples": 500})
+    det.fit(masks)
+    np.testing.assert_allclose(det.decision_scores_, [m.mean() for m in det.anomaly_maps(masks)], rtol=1e-4,
+                               atol=1e-4)

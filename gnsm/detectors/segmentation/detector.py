@@ -33,14 +33,18 @@ From the feature map:
   evidence equally: half the mean of the GNSM channels, half the standardized prior channel. GNSM
   sees what does not fit its context (boundaries, texture of the labels); the prior sees labels
   where they never occur (a swapped class, an object in the sky).
-- per-case features: statistics of each channel over the voxels (``case_stats``: mean, rms, max or
-  a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
+- the case score ``pred_score`` (``case_score="head"``, default): statistics of each channel over the
+  voxels (``case_stats``: mean, rms, max or a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
   GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
   ``threshold_`` (the ``1 - contamination`` quantile of the training scores). The training scores
   ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10 folds, from 10 training cases on;
   ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted on a few dozen cases puts the
   threshold so low that it flags most new good cases. The in-sample scores are kept in
   ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, not saved).
+  ``case_score="map_mean"``: the case score is the mean of the case's anomaly map, with no head to fit
+  (on real CamVid predictions it ranks frames like the segmenter's entropy where the GMM head is at chance,
+  docs/segmentation.md); ``threshold_`` is the quantile of the training cases' map means (with
+  ``pixel_head="hgad"`` estimated from each case's share of the sampled training voxels).
 
 Cases larger than ``window`` are scored by sliding windows with 50% overlap, blended with a
 separable triangular weight (``windows.py``), so volumes larger than GPU memory work.
@@ -71,9 +75,10 @@ from ..validation import (check_bool_param, check_choice, check_float_param, che
 from .positional import fit_positional_prior, position_code, positional_nll
 from .windows import blend_weight, window_grid
 
-__all__ = ["SegmentationQC", "SegmentationResult", "CASE_STATS", "PIXEL_HEADS", "SEG_SCORINGS"]
+__all__ = ["SegmentationQC", "SegmentationResult", "CASE_SCORES", "CASE_STATS", "PIXEL_HEADS", "SEG_SCORINGS"]
 
 SEG_SCORINGS = ("auto", "denoise", "paper")
+CASE_SCORES = ("head", "map_mean")
 
 PIXEL_HEADS = ("mean", "hgad")
 _HGAD_FIT_ARGS = frozenset(HEAD_OPTIONS) - {"device", "random_state"}
@@ -112,6 +117,8 @@ class SegmentationQC(ScoreModelDetector):
         scoring: ``"auto"`` (denoise in 2-D, paper in 3-D), ``"denoise"`` or ``"paper"`` (module docstring).
         head: density head of the per-case features (``gmm``, ``kde``, ``knn``, ``hgad``, ``loss``;
             None: ``gmm``).
+        case_score: ``"head"`` (the density head's negative log-likelihood of the case features) or
+            ``"map_mean"`` (the mean of the anomaly map; no head is fitted).
         pixel_head: how the N channels become the anomaly map: ``"mean"`` of the standardized channels,
             or ``"hgad"``, a per-position HGAD flow (module docstring).
         pixel_head_options: overrides of the per-position HGAD settings (``_PIXEL_HGAD_DEFAULTS``: any
@@ -149,13 +156,13 @@ class SegmentationQC(ScoreModelDetector):
     SCORING_CHOICES: ClassVar[tuple[str, ...]] = SEG_SCORINGS
     #: parameters :meth:`refit_scoring` may change; every other constructor parameter shapes the network
     SCORING_PARAMS: ClassVar[frozenset[str]] = frozenset({
-        "contamination", "pixel_contamination", "scoring", "head", "pixel_head", "pixel_head_options",
+        "contamination", "pixel_contamination", "scoring", "head", "case_score", "pixel_head", "pixel_head_options",
         "case_stats", "max_components", "n_neighbors", "head_options", "n_score_temperatures", "n_noise_copies",
         "positional_prior", "window", "score_batch_size", "device", "random_state", "verbose"})
 
     def __init__(self, num_classes: int | None = None, contamination: float = 0.1,
                  pixel_contamination: float = 0.01, scoring: str = "auto", head: str | None = "gmm",
-                 pixel_head: str = "mean", pixel_head_options: dict | None = None,
+                 case_score: str = "head", pixel_head: str = "mean", pixel_head_options: dict | None = None,
                  case_stats: Sequence[str] = ("mean", "q99"), max_components: int = 4, n_neighbors: int = 5,
                  head_options: dict | None = None, n_temperatures: int = 20, tau_max: float = 20.0,
                  tau_min: float = 2.0, n_score_temperatures: int | None = 5, n_noise_copies: int = 2,
@@ -171,6 +178,7 @@ class SegmentationQC(ScoreModelDetector):
         self.pixel_contamination = pixel_contamination
         self.scoring = scoring
         self.head = head
+        self.case_score = case_score
         self.pixel_head = pixel_head
         self.pixel_head_options = pixel_head_options
         self.case_stats = case_stats
@@ -205,6 +213,7 @@ class SegmentationQC(ScoreModelDetector):
     # ------------------------------------------------------------------ parameters
     def _check_params(self) -> None:
         check_choice(self.pixel_head, "pixel_head", PIXEL_HEADS)
+        check_choice(self.case_score, "case_score", CASE_SCORES)
         unknown = sorted(set(self.pixel_head_options or {}) - set(_PIXEL_HGAD_DEFAULTS) - _HGAD_FIT_ARGS)
         if unknown:
             raise ValueError(f"pixel_head_options: unknown keys {unknown}")
@@ -257,8 +266,8 @@ class SegmentationQC(ScoreModelDetector):
         """Per-case score and label, per-voxel anomaly map and mask (and the N-channel maps)."""
         self._check_fitted("predict_maps")
         maps = self.feature_maps(X, cond=cond)
-        scores = self._case_scores(maps)
         anomaly = [self._pixel_map(m) for m in maps]
+        scores = self._case_scores(maps, anomaly)
         return SegmentationResult(
             pred_score=scores,
             pred_label=(scores > self.threshold_).astype(np.int64),
@@ -338,7 +347,8 @@ class SegmentationQC(ScoreModelDetector):
         out["map_std"] = torch.as_tensor(self.map_std_)
         if self.prior_log_p_ is not None:
             out["prior_log_p"] = torch.as_tensor(self.prior_log_p_)
-        out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
+        if self.head_ is not None:
+            out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         if self.pixel_head_ is not None:
             out.update({f"pixel_head.{k}": v for k, v in self.pixel_head_.state_tensors().items()})
         return out
@@ -346,7 +356,7 @@ class SegmentationQC(ScoreModelDetector):
     def _state_meta(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes_, "spatial_dims": self.spatial_dims_,
                 "patch_size": list(self.patch_size_), "model_config": self.model_config_,
-                "pixel_threshold": float(self.pixel_threshold_), "head": self.head_.state_meta(),
+                "pixel_threshold": float(self.pixel_threshold_), "head": None if self.head_ is None else self.head_.state_meta(),
                 "pixel_head": None if self.pixel_head_ is None else self.pixel_head_.state_meta(),
                 "train_info": self.train_info_}
 
@@ -362,7 +372,9 @@ class SegmentationQC(ScoreModelDetector):
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
         self.prior_log_p_ = tensors["prior_log_p"].numpy() if "prior_log_p" in tensors else None
-        self.head_ = DensityHead.from_state(sub_state(tensors, "head."), meta["head"], device=self._dev)
+        self.head_ = None
+        if meta["head"] is not None:
+            self.head_ = DensityHead.from_state(sub_state(tensors, "head."), meta["head"], device=self._dev)
         self.pixel_head_ = None
         if meta.get("pixel_head") is not None:
             self.pixel_head_ = HGADHead.from_state(sub_state(tensors, "pixel_head."), meta["pixel_head"],
@@ -486,7 +498,11 @@ class SegmentationQC(ScoreModelDetector):
                      val: tuple[list[MaskCase], list[np.ndarray] | None] | None) -> np.ndarray:
         """Map statistics and density head on the training cases (everything after the network)."""
         self.prior_log_p_ = fit_positional_prior(cases, self.num_classes_) if self.positional_prior else None
-        feats = self._fit_map_stats(cases, conds)
+        feats, map_means = self._fit_map_stats(cases, conds)
+        if self.case_score == "map_mean":  # no head: the map statistics above are all it needs
+            self.head_ = None
+            self.in_sample_scores_ = map_means
+            return map_means
         feats_val = None
         if val is not None:
             vcases, vconds = val
@@ -498,14 +514,16 @@ class SegmentationQC(ScoreModelDetector):
         # far lower than new good cases (measured on the spine volume, docs/segmentation.md).
         return self.head_.out_of_fold_scores(feats)
 
-    def _fit_map_stats(self, cases: Sequence[MaskCase], conds: list[np.ndarray] | None) -> np.ndarray:
+    def _fit_map_stats(self, cases: Sequence[MaskCase],
+                       conds: list[np.ndarray] | None) -> tuple[np.ndarray, np.ndarray]:
         """One pass over the training cases: per-channel voxel mean / std, the pixel threshold (from a
-        bounded random sample of voxels, so many large volumes fit in memory) and the case features."""
+        bounded random sample of voxels, so many large volumes fit in memory), the case features and each
+        case's anomaly-map mean."""
         rng = np.random.default_rng(self._seed())
         per_case = max(_MAP_SAMPLE_VOXELS // len(cases), 1)
         s1 = s2 = 0.0
         n = 0
-        feats, samples, positions = [], [], []
+        feats, samples, positions, channel_means = [], [], [], []
         for i, case in enumerate(cases):
             fmap = self._case_map(case, None if conds is None else conds[i])
             flat = fmap.reshape(fmap.shape[0], -1).astype(np.float64)
@@ -513,6 +531,7 @@ class SegmentationQC(ScoreModelDetector):
             s2 = s2 + (flat ** 2).sum(axis=1)
             n += flat.shape[1]
             feats.append(self._case_features(fmap))
+            channel_means.append(flat.mean(axis=1))
             keep = slice(None) if flat.shape[1] <= per_case else rng.choice(flat.shape[1], per_case, replace=False)
             samples.append(flat[:, keep])
             if self.pixel_head == "hgad":
@@ -524,11 +543,16 @@ class SegmentationQC(ScoreModelDetector):
         pool = np.concatenate(samples, axis=1)
         if self.pixel_head == "hgad":
             combined = self._fit_pixel_head(pool, np.concatenate(positions), rng)
+            # the map is not linear in the channels: each case's mean from its sampled voxels
+            bounds = np.cumsum([0] + [s.shape[1] for s in samples])
+            map_means = np.array([combined[a:b].mean() for a, b in zip(bounds[:-1], bounds[1:])])
         else:
             self.pixel_head_ = None
             combined = self._combine(pool)
+            # the "mean" map is linear in the channels: its voxel mean is the map of the channel means (exact)
+            map_means = self._combine(np.stack(channel_means, axis=1)).astype(np.float64)
         self.pixel_threshold_ = float(np.quantile(combined, 1.0 - float(self.pixel_contamination)))
-        return np.stack(feats)
+        return np.stack(feats), map_means
 
     def _pixel_options(self) -> dict[str, Any]:
         return {**_PIXEL_HGAD_DEFAULTS, **(self.pixel_head_options or {})}
@@ -584,5 +608,9 @@ class SegmentationQC(ScoreModelDetector):
                 parts.append(np.quantile(flat, float(stat[1:]) / 100.0, axis=1))
         return np.concatenate(parts)
 
-    def _case_scores(self, maps: Sequence[np.ndarray]) -> np.ndarray:
+    def _case_scores(self, maps: Sequence[np.ndarray], anomaly: Sequence[np.ndarray] | None = None) -> np.ndarray:
+        """Case scores of feature maps (``anomaly``: their anomaly maps, when already computed)."""
+        if self.case_score == "map_mean":
+            anomaly = [self._pixel_map(m) for m in maps] if anomaly is None else anomaly
+            return np.array([float(a.mean(dtype=np.float64)) for a in anomaly])
         return self.head_.score(np.stack([self._case_features(m) for m in maps]))

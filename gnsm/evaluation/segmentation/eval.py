@@ -162,14 +162,18 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     methods: dict[str, Any] = {}
     timing: dict[str, float] = {}
     first = None
+    case_score = params.get("case_score", "head")
     for scoring, prior in itertools.product(scorings, positional_priors):
-        if (scoring, bool(prior)) != (det.scoring, bool(det.positional_prior)):
-            det.refit_scoring(train, scoring=scoring, positional_prior=bool(prior))
+        if (scoring, bool(prior), case_score) != (det.scoring, bool(det.positional_prior), det.case_score):
+            det.refit_scoring(train, scoring=scoring, positional_prior=bool(prior), case_score=case_score)
         name = f"{scoring} + prior" if prior else scoring
         t0 = time.perf_counter()
         res = det.predict_maps(preds)
         timing[name] = time.perf_counter() - t0
         methods[f"gnsm ({name})"] = summarize_cases(res.pred_score, dice, res.anomaly_map, cases, valid)
+        if det.case_score != "map_mean":  # the other case readout of the same maps (case_score="map_mean")
+            methods[f"gnsm ({name}, map mean)"] = summarize_cases(
+                np.array([m.mean(dtype=np.float64) for m in res.anomaly_map]), dice, res.anomaly_map, cases, valid)
         first = first or res
     base = PositionalFrequency(K).fit(train)
     base_maps = [base.anomaly_map(p) for p in preds]
@@ -204,7 +208,7 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     params = {"num_classes": K, "patch_size": (64, 64, ref.shape[2]), "batch_size": 4, "random_state": seed,
               "verbose": verbose, **(detector_params or {})}
     det, fit_s = fit_or_load(params, train, model_dir)
-    wanted = {k: params[k] for k in ("scoring", "positional_prior") if k in params}
+    wanted = {k: params[k] for k in ("scoring", "positional_prior", "case_score") if k in params}
     if any(getattr(det, k) != v for k, v in wanted.items()):  # a saved network, scored another way
         det.refit_scoring(train, **wanted)
     res = det.predict_maps([pred, ref] + heldout)
