@@ -8,7 +8,7 @@ on the same cases:
 - ``gnsm_image``: :class:`~gnsm.detectors.SegmentationQC` conditioned on the frame, scoring (frame,
   hard predicted mask); ``gnsm_image_soft``: the same model on the soft probabilities;
   ``gnsm_image_map``: its case score taken as the mean of the anomaly map instead of the density head;
-- ``gnsm_mask``: the mask-only SegmentationQC (no image);
+- ``gnsm_mask``: the mask-only SegmentationQC (no image); ``gnsm_mask_map``: its anomaly map's mean;
 - ``gnsm_image+entropy``: reads the segmenter's probabilities too: the mean of the fold ranks of
   ``gnsm_image`` and ``entropy`` (maps: the mean of the two maps standardized over the fold);
 - the segmenter's own uncertainty: ``entropy`` (mean softmax entropy; map: entropy per pixel),
@@ -37,8 +37,8 @@ from .overlap import dice_iou
 __all__ = ["evaluate_camvid_real", "REAL_METHODS", "QC_DEFAULTS"]
 
 NUM_CLASSES = 11  # CamVid classes without void; the segmenter and the QC models share this label space
-REAL_METHODS = ("gnsm_image", "gnsm_image_soft", "gnsm_image_map", "gnsm_mask", "gnsm_image+entropy", "entropy",
-                "one_minus_max_p", "frac_max_p_below_0.5", "positional_prior")
+REAL_METHODS = ("gnsm_image", "gnsm_image_soft", "gnsm_image_map", "gnsm_mask", "gnsm_mask_map", "gnsm_image+entropy",
+                "entropy", "one_minus_max_p", "frac_max_p_below_0.5", "positional_prior")
 _REFERENCE = "entropy"
 #: SegmentationQC settings of the evaluation (both QC models; the mask-only one has no image channels)
 QC_DEFAULTS: dict[str, Any] = {"num_classes": NUM_CLASSES, "coord_channels": True, "flip_axes": (1,),
@@ -131,15 +131,16 @@ def evaluate_camvid_real(data_dir: str | Path | None = None, downsample: int = 4
         one_minus = 1.0 - probs.max(axis=1)
         prior = PositionalFrequency(NUM_CLASSES).fit(train_masks)
         m_prior = np.stack([prior.anomaly_map(p) for p in hard])
-        m_img_arr = np.stack(m_img)
+        m_img_arr, m_mask_arr = np.stack(m_img), np.stack(m_mask)
         m_combo = 0.5 * (_zscore(m_img_arr) + _zscore(ent))
         scores = {"gnsm_image": s_img, "gnsm_image_soft": s_soft, "gnsm_image_map": m_img_arr.mean(axis=(1, 2)),
-                  "gnsm_mask": s_mask, "gnsm_image+entropy": 0.5 * (_ranks(s_img) + _ranks(ent.mean(axis=(1, 2)))),
+                  "gnsm_mask": s_mask, "gnsm_mask_map": m_mask_arr.mean(axis=(1, 2)),
+                  "gnsm_image+entropy": 0.5 * (_ranks(s_img) + _ranks(ent.mean(axis=(1, 2)))),
                   "entropy": ent.mean(axis=(1, 2)), "one_minus_max_p": one_minus.mean(axis=(1, 2)),
                   "frac_max_p_below_0.5": (probs.max(axis=1) < 0.5).mean(axis=(1, 2)),
                   "positional_prior": m_prior.mean(axis=(1, 2))}
         maps = {"gnsm_image": m_img_arr, "gnsm_image_soft": np.stack(m_soft), "gnsm_image_map": m_img_arr,
-                "gnsm_mask": np.stack(m_mask), "gnsm_image+entropy": m_combo, "entropy": ent,
+                "gnsm_mask": m_mask_arr, "gnsm_mask_map": m_mask_arr, "gnsm_image+entropy": m_combo, "entropy": ent,
                 "one_minus_max_p": one_minus, "positional_prior": m_prior}
         pixel = {k: per_frame_auroc(list(v), list(errors), list(valid)) for k, v in maps.items()}
         for k, v in maps.items():

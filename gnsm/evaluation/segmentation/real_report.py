@@ -44,7 +44,8 @@ def markdown_real(result: dict) -> str:
               "| fold | frames | segmenter mIoU | mean Dice | method | rho | AUROC worst quarter | pixel AUROC |",
               "|---|---|---|---|---|---|---|---|"]
     for f in result["folds"]:
-        for m in ("gnsm_image", "gnsm_mask", "gnsm_image+entropy", "entropy", "positional_prior"):
+        for m in ("gnsm_image", "gnsm_image_map", "gnsm_mask", "gnsm_mask_map", "gnsm_image+entropy", "entropy",
+                  "positional_prior"):
             r = result["per_fold"][f["fold"]][m]
             lines.append(f"| {f['fold']} | {f['n_test']} | {f['segmenter']['miou']:.3f} | {f['mean_dice']:.3f} | {m} | "
                          + " | ".join("-" if not np.isfinite(r[k]) else f"{r[k]:.3f}" for k in _LABELS) + " |")
