@@ -122,7 +122,8 @@ def test_evaluate_camvid_real_end_to_end(tmp_path, capsys):
     assert sum(f["n_test"] for f in result["folds"]) == result["n_frames"] == 14
     for f in result["folds"]:  # each segmenter trained on the other sequences only
         assert f["n_train"] == 14 - f["n_test"] and f["segmenter"]["train_frames"] == f["n_train"]
-    assert set(result["pooled_over_folds"]) >= {"gnsm_image", "gnsm_mask", "gnsm_mask_map", "entropy", "positional_prior"}
+    assert set(result["pooled_over_folds"]) >= {"gnsm_image", "gnsm_mask", "gnsm_mask_map", "entropy",
+                                                "positional_prior"}
     assert "diff_vs_ref" in result["pooled_over_folds"]["gnsm_image"]
     for name in ("camvid-real_score_vs_dice.png", "camvid-real_pixel_roc.png", "camvid-real_most_anomalous_1.png"):
         assert (out / "figures" / name).is_file()

@@ -33,13 +33,13 @@ From the feature map:
   evidence equally: half the mean of the GNSM channels, half the standardized prior channel. GNSM
   sees what does not fit its context (boundaries, texture of the labels); the prior sees labels
   where they never occur (a swapped class, an object in the sky).
-- the case score ``pred_score`` (``case_score="head"``, default): statistics of each channel over the
-  voxels (``case_stats``: mean, rms, max or a quantile ``"q99"``), fed to a density head (:class:`gnsm.detectors.heads.DensityHead`, default
-  GMM); its negative log-likelihood is ``pred_score``; ``pred_label`` thresholds it at
-  ``threshold_`` (the ``1 - contamination`` quantile of the training scores). The training scores
-  ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10 folds, from 10 training cases on;
-  ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted on a few dozen cases puts the
-  threshold so low that it flags most new good cases. The in-sample scores are kept in
+- the case score (``case_score="head"``, default): statistics of each channel over the voxels
+  (``case_stats``: mean, rms, max or a quantile ``"q99"``), fed to a density head
+  (:class:`gnsm.detectors.heads.DensityHead`, default GMM); its negative log-likelihood is ``pred_score``;
+  ``pred_label`` thresholds it at ``threshold_`` (the ``1 - contamination`` quantile of the training
+  scores). The training scores ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10
+  folds, from 10 training cases on; ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted
+  on a few dozen cases puts the threshold so low that it flags most new good cases. The in-sample scores are kept in
   ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, not saved).
   ``case_score="map_mean"``: the case score is the mean of the case's anomaly map, with no head to fit
   (on real CamVid predictions it ranks frames like the segmenter's entropy where the GMM head is at chance,
@@ -356,7 +356,8 @@ class SegmentationQC(ScoreModelDetector):
     def _state_meta(self) -> dict[str, Any]:
         return {"num_classes": self.num_classes_, "spatial_dims": self.spatial_dims_,
                 "patch_size": list(self.patch_size_), "model_config": self.model_config_,
-                "pixel_threshold": float(self.pixel_threshold_), "head": None if self.head_ is None else self.head_.state_meta(),
+                "pixel_threshold": float(self.pixel_threshold_),
+                "head": None if self.head_ is None else self.head_.state_meta(),
                 "pixel_head": None if self.pixel_head_ is None else self.pixel_head_.state_meta(),
                 "train_info": self.train_info_}
 

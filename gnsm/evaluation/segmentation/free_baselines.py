@@ -73,6 +73,7 @@ def calibrated_verdicts(train_scores: np.ndarray, scores: np.ndarray, contaminat
             "prediction_rank": int(1 + (scores[1:] > scores[0]).sum())}
 
 
-def leave_one_out(train: Sequence[np.ndarray], score: Callable[[Sequence[np.ndarray], np.ndarray], float]) -> np.ndarray:
+def leave_one_out(train: Sequence[np.ndarray],
+                  score: Callable[[Sequence[np.ndarray], np.ndarray], float]) -> np.ndarray:
     """Each training case scored by ``score(others, case)``, fitted on the other training cases."""
     return np.array([score([t for j, t in enumerate(train) if j != i], train[i]) for i in range(len(train))])

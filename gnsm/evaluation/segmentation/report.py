@@ -77,7 +77,8 @@ def _spine_baseline_lines(result: dict) -> list[str]:
     for name, v in base["voxel"].items():
         lines.append(f"| {name} | {_fmt(v['voxel_auroc'])} | {_fmt(v['voxel_auroc_foreground'])} |")
     n_ref = len(result["score_heldout_references"]) + 1
-    lines += ["", f"| case score | prediction flagged | rank of {n_ref + 1} | references flagged |", "|---|---|---|---|",
+    lines += ["", f"| case score | prediction flagged | rank of {n_ref + 1} | references flagged |",
+              "|---|---|---|---|",
               f"| GNSM ({result['scoring_used']}) | {'yes' if result['prediction_flagged'] else 'no'} | "
               f"{result['prediction_rank_among_references']} | "
               f"{result['heldout_flagged'] + int(result['reference_flagged'])} / {n_ref} |"]
