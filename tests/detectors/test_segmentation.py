@@ -378,13 +378,15 @@ def test_auto_scoring_survives_save_load_and_tabular_rejects_it(tmp_path):
         GNSMDetector(scoring="auto", n_steps=2).fit(np.zeros((20, 2), dtype=np.int64))
 
 
-def test_training_scores_are_out_of_fold_for_the_gmm_head():
+def test_training_scores_are_out_of_fold_for_the_gmm_head(tmp_path):
     """From 10 cases on, decision_scores_ come from heads fitted without each case's fold, so the threshold
     is not set by the head's own (optimistic) in-sample scores."""
     masks = _normal_masks(12, seed=1)
     det = _quick(n_steps=10).fit(masks)
     in_sample = det.decision_function(masks)  # the head scoring its own training cases
     np.testing.assert_allclose(det.in_sample_scores_, in_sample)
+    det.save(tmp_path / "m")
+    np.testing.assert_array_equal(SegmentationQC.load(tmp_path / "m").in_sample_scores_, det.in_sample_scores_)
     assert not np.allclose(det.decision_scores_, in_sample)
     assert det.decision_scores_.mean() > in_sample.mean()
     small = _quick(n_steps=10).fit(masks[:6])  # below 10 cases: in-sample

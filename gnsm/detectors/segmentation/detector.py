@@ -40,7 +40,7 @@ From the feature map:
   scores). The training scores ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10
   folds, from 10 training cases on; ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted
   on a few dozen cases puts the threshold so low that it flags most new good cases. The in-sample scores are kept in
-  ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, not saved).
+  ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, saved with the model).
   ``case_score="map_mean"``: the case score is the mean of the case's anomaly map, with no head to fit
   (on real CamVid predictions it ranks frames like the segmenter's entropy where the GMM head is at chance,
   docs/segmentation.md); ``threshold_`` is the quantile of the training cases' map means (with
@@ -347,6 +347,7 @@ class SegmentationQC(ScoreModelDetector):
         out["map_std"] = torch.as_tensor(self.map_std_)
         if self.prior_log_p_ is not None:
             out["prior_log_p"] = torch.as_tensor(self.prior_log_p_)
+        out["in_sample_scores"] = torch.as_tensor(np.asarray(self.in_sample_scores_, dtype=np.float64))
         if self.head_ is not None:
             out.update({f"head.{k}": v for k, v in self.head_.state_tensors().items()})
         if self.pixel_head_ is not None:
@@ -373,6 +374,8 @@ class SegmentationQC(ScoreModelDetector):
         self.map_mean_ = tensors["map_mean"].numpy()
         self.map_std_ = tensors["map_std"].numpy()
         self.prior_log_p_ = tensors["prior_log_p"].numpy() if "prior_log_p" in tensors else None
+        if "in_sample_scores" in tensors:  # absent from models saved before it was kept
+            self.in_sample_scores_ = tensors["in_sample_scores"].numpy().astype(np.float64)
         self.head_ = None
         if meta["head"] is not None:
             self.head_ = DensityHead.from_state(sub_state(tensors, "head."), meta["head"], device=self._dev)

@@ -212,8 +212,8 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     if any(getattr(det, k) != v for k, v in wanted.items()):  # a saved network, scored another way
         det.refit_scoring(train, **wanted)
     res = det.predict_maps([pred, ref] + heldout)
-    # threshold_ comes from out-of-fold training scores; the in-sample one is reported beside it (a loaded,
-    # not refitted detector has no in_sample_scores_: its training cases are scored again)
+    # threshold_ comes from out-of-fold training scores; the in-sample one is reported beside it (a detector
+    # saved before in_sample_scores_ was kept has none: its training cases are scored again)
     train_scores = getattr(det, "in_sample_scores_", None)
     if train_scores is None:
         train_scores = det.decision_function(train)
