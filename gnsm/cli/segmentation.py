@@ -271,7 +271,7 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--num-classes", type=positive_int, default=None, help="K (default: max label + 1)")
     p.add_argument("--scoring", choices=_SCORINGS, default="auto", metavar="MODE",
                    help="%(choices)s (default: %(default)s: denoise for 2-D masks, paper for 3-D volumes)")
-    p.add_argument("--case-score", choices=_CASE_SCORES, default="head",
+    p.add_argument("--case-score", choices=_CASE_SCORES, default="head", metavar="SCORE",
                    help="head: the density head's NLL of the case features (default); map_mean: the mean of the "
                         "anomaly map")
     p.add_argument("--positional-prior", action="store_true",
@@ -314,7 +314,7 @@ def add_seg_commands(sub: Any) -> None:
     p.add_argument("--positional-prior", choices=["off", "on", "both"], default="off",
                    help="score without / with the per-position label-frequency channel; both: side by side "
                         "(camvid)")
-    p.add_argument("--case-score", choices=_CASE_SCORES, default="head",
+    p.add_argument("--case-score", choices=_CASE_SCORES, default="head", metavar="SCORE",
                    help="the detector's case score (head or map_mean; camvid also reports map_mean beside head)")
     p.add_argument("--model-dir", default=None, help="reuse the detector saved here, or save it here")
     p.add_argument("--severities", type=float, nargs="+", default=None, help="corruption severities (camvid)")
