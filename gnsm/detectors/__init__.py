@@ -4,7 +4,8 @@
 vectors); ``ScoreModelDetector`` is the base of the two score-network detectors, ``heads`` the density
 heads, ``validation`` the input and parameter checks they share.
 """
-from .base import META_FILE, WEIGHTS_FILE, BaseDetector, load_network, resolve_device, sub_state
+from .base import (META_FILE, WEIGHTS_FILE, BaseDetector, contamination_threshold, load_network, resolve_device,
+                   sub_state)
 from .heads import HEAD_KINDS, DensityHead
 from .hgad import HGADDetector
 from .score_model import SCORINGS, ScoreModelDetector
@@ -36,6 +37,7 @@ __all__ = [
     "check_n_features",
     "check_same_length",
     "check_storable_categories",
+    "contamination_threshold",
     "load_network",
     "resolve_device",
     "sub_state",

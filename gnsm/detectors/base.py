@@ -61,10 +61,18 @@ from sklearn.exceptions import NotFittedError
 
 from ..core import atomic_replace_dir, interrupted_replace
 
-__all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE", "load_network", "resolve_device", "sub_state"]
+__all__ = ["BaseDetector", "WEIGHTS_FILE", "META_FILE", "contamination_threshold", "load_network", "resolve_device",
+           "sub_state"]
 
 WEIGHTS_FILE = "weights.pt"
 META_FILE = "meta.json"
+
+
+def contamination_threshold(scores: Any, contamination: float) -> float:
+    """The score above which a case is flagged: the ``1 - contamination`` quantile of training scores
+    (``threshold_`` of every detector; evaluations threshold other scores the same way)."""
+    return float(np.percentile(np.asarray(scores, dtype=np.float64), 100.0 * (1.0 - float(contamination))))
+
 _BASE_PREFIX = "_base."
 _FORMAT_VERSION = 2  # 2: meta.json also records the SHA-256 of its own content
 _READABLE_FORMATS = (1, 2)  # 1: only the weights were covered by a checksum
@@ -398,7 +406,7 @@ class BaseDetector(BaseEstimator):
         if scores.ndim != 1 or not np.isfinite(scores).all():
             raise RuntimeError(f"{type(self).__name__}: training scores must be a finite 1-D array")
         self.decision_scores_ = scores
-        self.threshold_ = float(np.percentile(scores, 100.0 * (1.0 - float(self.contamination))))
+        self.threshold_ = contamination_threshold(scores, self.contamination)
         self.labels_ = (scores > self.threshold_).astype(np.int64)
 
     def _check_fitted(self, method: str) -> None:

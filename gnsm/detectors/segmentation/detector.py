@@ -39,8 +39,8 @@ From the feature map:
   ``pred_label`` thresholds it at ``threshold_`` (the ``1 - contamination`` quantile of the training
   scores). The training scores ``decision_scores_`` are out of fold for the GMM / KDE head (up to 10
   folds, from 10 training cases on; ``DensityHead.out_of_fold_scores``): scored in-sample, a head fitted
-  on a few dozen cases puts the threshold so low that it flags most new good cases. The in-sample scores are kept in
-  ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, saved with the model).
+  on a few dozen cases puts the threshold so low that it flags most new good cases. The in-sample scores
+  are kept in ``in_sample_scores_`` (set by ``fit`` / ``refit_scoring``, saved with the model).
   ``case_score="map_mean"``: the case score is the mean of the case's anomaly map, with no head to fit
   (on real CamVid predictions it ranks frames like the segmenter's entropy where the GMM head is at chance,
   docs/segmentation.md); ``threshold_`` is the quantile of the training cases' map means (with

@@ -162,7 +162,7 @@ def evaluate_camvid(downsample: int = 6, seed: int = 0, severities: Sequence[flo
     methods: dict[str, Any] = {}
     timing: dict[str, float] = {}
     first = None
-    case_score = params.get("case_score", "head")
+    case_score = params.get("case_score", det.case_score)
     for scoring, prior in itertools.product(scorings, positional_priors):
         if (scoring, bool(prior), case_score) != (det.scoring, bool(det.positional_prior), det.case_score):
             det.refit_scoring(train, scoring=scoring, positional_prior=bool(prior), case_score=case_score)
@@ -214,10 +214,11 @@ def evaluate_spine(downsample: int = 4, seed: int = 0, n_train: int = 24, n_held
     res = det.predict_maps([pred, ref] + heldout)
     # threshold_ comes from out-of-fold training scores; the in-sample one is reported beside it (a detector
     # saved before in_sample_scores_ was kept has none: its training cases are scored again)
+    from ...detectors import contamination_threshold
     train_scores = getattr(det, "in_sample_scores_", None)
     if train_scores is None:
         train_scores = det.decision_function(train)
-    in_sample = np.percentile(train_scores, 100.0 * (1.0 - float(det.contamination)))
+    in_sample = contamination_threshold(train_scores, det.contamination)
     amap = res.anomaly_map[0]
     error = pred != ref
     _, _, per_class = dice_iou(ref, pred, list(range(K)))

@@ -64,8 +64,9 @@ def calibrated_verdicts(train_scores: np.ndarray, scores: np.ndarray, contaminat
     """Threshold ``scores`` (prediction first, then references) at the ``1 - contamination`` quantile of
     the out-of-sample ``train_scores``; returns the threshold, the verdict on the first case, the number of
     the others flagged and the first case's rank among all (1 = most anomalous)."""
+    from ...detectors import contamination_threshold  # lazy, like the rest of the evaluation: it loads torch
     scores = np.asarray(scores, np.float64)
-    threshold = float(np.quantile(np.asarray(train_scores, np.float64), 1.0 - float(contamination)))
+    threshold = contamination_threshold(train_scores, contamination)
     return {"threshold": threshold, "score_prediction": float(scores[0]),
             "score_references": [float(s) for s in scores[1:]],
             "prediction_flagged": bool(scores[0] > threshold),
